@@ -1,0 +1,137 @@
+"""The one typed settings object for the whole product.
+
+Every process (CLI, Ray Serve replicas, Ray Train workers, the Streamlit site) reads its
+configuration from here: environment variables prefixed ``TWOTOWER_`` or a ``.env`` file.
+The defaults describe the embedded local stack on loopback; in ``production`` mode no secret
+has a default and startup fails loudly if one is missing.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_ACCESS_KEY = "twotower"
+LOCAL_SECRET_KEY = "twotower-local-secret"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TWOTOWER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    mode: Literal["local", "production"] = "local"
+    state_dir: Path = REPO_ROOT / ".state"
+    host: str = "127.0.0.1"
+
+    # --- PostgreSQL log store. Empty DSN = start the embedded server in `twotower up`.
+    postgres_dsn: str = ""
+    postgres_port: int = 55432
+    postgres_pool_max: int = 4
+    log_buffer_dir: Path | None = None  # defaults to <state_dir>/log-buffer
+    log_buffer_max_bytes: int = 256 * 1024 * 1024
+
+    # --- S3 artifact store. Empty endpoint = start SeaweedFS (`weed mini`) in `twotower up`.
+    s3_endpoint: str = ""
+    s3_port: int = 58333
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_bucket: str = "twotower"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    model_cache_dir: Path | None = None  # defaults to <state_dir>/model-cache
+
+    # --- Ray. Empty address = start a local head in `twotower up`.
+    ray_address: str = ""
+    ray_port: int = 6380
+    ray_dashboard_port: int = 8265
+    ray_num_cpus: int | None = None
+
+    # --- Serving (Ray Serve).
+    serve_port: int = 8000
+    num_shards: int = 2
+    shard_replicas: int = 1
+    encoder_min_replicas: int = 1
+    encoder_max_replicas: int = 2
+    encoder_target_ongoing_requests: float = 8.0
+    encoder_batch_size: int = 32
+    encoder_batch_wait_s: float = 0.004
+    max_ongoing_requests: int = 256
+    max_query_chars: int = 512
+    max_k: int = 100
+    pinned_version: str | None = None  # None = follow the store's `latest` pointer
+
+    # --- Website and monitoring.
+    ui_port: int = 8501
+    api_url: str = ""  # the website's backend; defaults to http://<host>:<serve_port>
+    prometheus_port: int = 9090
+    metrics_port: int = 8080  # Ray's per-node metrics export port
+
+    # --- Training.
+    profile: Literal["quick", "full"] = "quick"
+    train_workers: int = 2
+    train_cpus_per_worker: float = 0.5
+    seed: int = 13
+
+    # --- Learning loop.
+    reinforce_interval_s: int = 600
+    reinforce_min_events: int = 50
+    gate_tolerance: float = 0.01
+
+    @model_validator(mode="after")
+    def _secrets(self) -> Settings:
+        if self.mode == "local":
+            if self.s3_access_key is None:
+                self.s3_access_key = SecretStr(LOCAL_ACCESS_KEY)
+            if self.s3_secret_key is None:
+                self.s3_secret_key = SecretStr(LOCAL_SECRET_KEY)
+        else:
+            missing = [
+                name
+                for name, value in (
+                    ("TWOTOWER_POSTGRES_DSN", self.postgres_dsn),
+                    ("TWOTOWER_S3_ENDPOINT", self.s3_endpoint),
+                    ("TWOTOWER_S3_ACCESS_KEY", self.s3_access_key),
+                    ("TWOTOWER_S3_SECRET_KEY", self.s3_secret_key),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"production mode needs {', '.join(missing)} to be set")
+        if self.num_shards < 1:
+            raise ValueError("num_shards must be at least 1")
+        return self
+
+    # Derived values: computed, never stored twice.
+    @property
+    def dsn(self) -> str:
+        return self.postgres_dsn or (
+            f"postgresql://postgres@{self.host}:{self.postgres_port}/twotower"
+        )
+
+    @property
+    def s3_address(self) -> str:
+        """host:port of the S3 server, as the minio SDK wants it."""
+        return self.s3_endpoint or f"{self.host}:{self.s3_port}"
+
+    @property
+    def api_base_url(self) -> str:
+        return self.api_url or f"http://{self.host}:{self.serve_port}"
+
+    @property
+    def buffer_dir(self) -> Path:
+        return self.log_buffer_dir or self.state_dir / "log-buffer"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.model_cache_dir or self.state_dir / "model-cache"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
