@@ -1,0 +1,16 @@
+"""The website's entry point: `streamlit run ui/app.py` (what `twotower up` starts)."""
+
+from pathlib import Path
+
+import streamlit as st
+
+PAGES = Path(__file__).parent / "pages"
+
+st.set_page_config(page_title="Two-Tower Search", page_icon="🔎", layout="centered")
+navigation = st.navigation(
+    [
+        st.Page(PAGES / "search.py", title="Search", icon="🔎", default=True),
+        st.Page(PAGES / "status.py", title="Status", icon="📈", url_path="status"),
+    ]
+)
+navigation.run()

@@ -1,0 +1,105 @@
+"""The website's only door to the outside: the serving HTTP API and Prometheus's query API.
+
+Every failure becomes one of two exceptions with a message a person can read, so the pages
+show a sentence instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+TIMEOUT_S = 10.0
+
+
+class BackendUnavailable(Exception):
+    """The server could not be reached, or answered with a server error."""
+
+
+class BackendError(Exception):
+    """The server refused the request (4xx); the message is its `detail`."""
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text
+    if isinstance(detail, list):  # FastAPI validation errors: [{"msg": ..., "loc": ...}]
+        detail = "; ".join(str(item.get("msg", item)) for item in detail)
+    return str(detail)[:300] or response.reason_phrase
+
+
+class SearchApi:
+    """A small synchronous client for the Ray Serve HTTP API (see docs/architecture.md)."""
+
+    def __init__(self, base_url: str, timeout: float = TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(
+                f"The search service at {self.base_url} cannot be reached ({type(exc).__name__})."
+            ) from exc
+        if response.status_code >= 500:
+            raise BackendUnavailable(
+                f"The search service answered {response.status_code}: {_detail(response)}"
+            )
+        if response.status_code >= 400:
+            raise BackendError(_detail(response))
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise BackendUnavailable(
+                f"The search service sent a response that is not JSON ({path})."
+            ) from exc
+
+    def search(
+        self, query: str, mode: str = "dense", k: int = 10, session_id: str | None = None
+    ) -> dict:
+        body = {"query": query, "mode": mode, "k": k}
+        if session_id:
+            body["session_id"] = session_id
+        return self._call("POST", "/search", json=body)
+
+    def feedback(self, search_id: str, pid: int, kind: str) -> dict:
+        return self._call(
+            "POST", "/feedback", json={"search_id": search_id, "pid": pid, "kind": kind}
+        )
+
+    def health(self) -> dict:
+        return self._call("GET", "/healthz")
+
+    def version(self) -> dict:
+        return self._call("GET", "/version")
+
+    def versions(self) -> Any:
+        return self._call("GET", "/versions")
+
+    def runs(self) -> Any:
+        return self._call("GET", "/runs")
+
+
+def prometheus_query(base_url: str, promql: str, timeout: float = 3.0) -> float | None:
+    """One instant query; the first sample's value, None when there is no sample (or NaN).
+
+    Raises BackendUnavailable when Prometheus cannot be reached or rejects the query.
+    """
+    try:
+        response = httpx.get(
+            f"{base_url.rstrip('/')}/api/v1/query", params={"query": promql}, timeout=timeout
+        )
+        payload = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise BackendUnavailable(f"Prometheus at {base_url} cannot be reached.") from exc
+    if payload.get("status") != "success":
+        raise BackendUnavailable(f"Prometheus rejected the query: {payload.get('error')}")
+    samples = payload["data"]["result"]
+    if not samples:
+        return None
+    value = float(samples[0]["value"][1])
+    return None if value != value else value  # NaN (e.g. 0/0 in a ratio) means "no data"

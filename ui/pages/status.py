@@ -1,0 +1,116 @@
+"""The status page: live version and its metrics, recent versions, learning-loop runs, traffic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from ui.client import BackendError, BackendUnavailable, prometheus_query
+from ui.common import api, apply_style, prometheus_url
+
+# Ray Serve's own HTTP metrics (exported by every Ray node, scraped by Prometheus).
+TRAFFIC_QUERIES = {
+    "Requests / s": "sum(rate(ray_serve_num_http_requests_total[1m]))",
+    "p50 latency": "histogram_quantile(0.5, sum by (le) "
+    "(rate(ray_serve_http_request_latency_ms_bucket[5m])))",
+    "p99 latency": "histogram_quantile(0.99, sum by (le) "
+    "(rate(ray_serve_http_request_latency_ms_bucket[5m])))",
+    "Error rate": "sum(rate(ray_serve_num_http_error_requests_total[5m])) "
+    "/ sum(rate(ray_serve_num_http_requests_total[5m]))",
+}
+UNITS = {"Requests / s": "{:.2f}", "p50 latency": "{:.0f} ms", "p99 latency": "{:.0f} ms"}
+
+
+def rows(payload: Any, key: str) -> list[dict]:
+    """The list inside a response, whether the API sent `[...]` or `{key: [...]}`."""
+    if isinstance(payload, dict):
+        payload = payload.get(key, [])
+    return [row for row in payload or [] if isinstance(row, dict)]
+
+
+def flat(row: dict) -> dict:
+    """One table row: nested metrics become their own columns (`dev.mrr@10`)."""
+    out: dict = {}
+    for name, value in row.items():
+        if isinstance(value, dict):
+            for sub, subvalue in flat(value).items():
+                out[f"{sub}" if name == "metrics" else f"{name}.{sub}"] = subvalue
+        elif isinstance(value, list):
+            out[name] = ", ".join(map(str, value))
+        else:
+            out[name] = value
+    return out
+
+
+def show_traffic() -> None:
+    st.subheader("Traffic")
+    values = {}
+    try:
+        for label, promql in TRAFFIC_QUERIES.items():
+            values[label] = prometheus_query(prometheus_url(), promql)
+    except BackendUnavailable as exc:
+        st.info(f"Metrics are unavailable: {exc} Start it with `twotower up`.", icon="📉")
+        return
+    for column, (label, value) in zip(st.columns(len(values)), values.items(), strict=True):
+        if value is None:
+            shown = "–"
+        elif label == "Error rate":
+            shown = f"{value:.1%}"
+        else:
+            shown = UNITS[label].format(value)
+        column.metric(label, shown)
+    st.caption(f"From Prometheus at {prometheus_url()} over the last minutes.")
+
+
+def show_versions() -> None:
+    payload = api().versions()
+    versions = rows(payload, "versions")
+    live = payload.get("live") if isinstance(payload, dict) else None
+    live = live or next((v.get("version") for v in versions if v.get("live")), None)
+
+    st.subheader("Live version")
+    live_row = next((v for v in versions if v.get("version") == live), None)
+    if live is None:
+        st.warning("No version is live yet.")
+    else:
+        st.markdown(f"`{live}`")
+        metrics = (live_row or {}).get("metrics") or {}
+        numbers = {k: v for k, v in flat({"metrics": metrics}).items() if _is_number(v)}
+        if numbers:
+            shown = list(numbers.items())[:8]
+            for column, (name, value) in zip(st.columns(len(shown)), shown, strict=True):
+                column.metric(name, f"{value:.4f}" if isinstance(value, float) else value)
+        else:
+            st.caption("This version has no evaluation metrics.")
+
+    st.subheader("Recent versions")
+    if versions:
+        st.dataframe([flat(v) for v in versions], hide_index=True, use_container_width=True)
+    else:
+        st.caption("The artifact store has no version yet.")
+
+
+def show_runs() -> None:
+    st.subheader("Learning-loop runs")
+    runs = rows(api().runs(), "runs")
+    if runs:
+        st.dataframe([flat(r) for r in runs], hide_index=True, use_container_width=True)
+    else:
+        st.caption("The learning loop has not run yet.")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+apply_style()
+st.title("📈 Status")
+try:
+    show_versions()
+    show_runs()
+except BackendUnavailable as exc:
+    st.error(f"**The search service is unavailable right now.** {exc}", icon="⚠️")
+except BackendError as exc:
+    st.error(f"The search service refused the status request: {exc}", icon="⚠️")
+show_traffic()
