@@ -82,6 +82,15 @@ class Settings(BaseSettings):
     reinforce_interval_s: int = 600
     reinforce_min_events: int = 50
     gate_tolerance: float = 0.01
+    reinforce_workers: int = 2  # Ray Train workers for the fine-tune
+    reinforce_epochs: int = 1  # passes over log triplets + replay per run
+    reinforce_replay_ratio: float = 2.0  # replayed original training examples per log triplet
+    reinforce_propensity_eta: float = 1.0  # position bias: P(examined | rank r) = (1/r)**eta
+    reinforce_max_ipw: float = 10.0  # clip on inverse-propensity weights (variance bound)
+    reinforce_bot_max_events_per_s: int = 4  # more events in any 1 s window = a bot session
+    reinforce_bot_click_fraction: float = 0.8  # clicking this share of all shown = a bot
+    reinforce_holdout_fraction: float = 0.1  # logged queries kept for the gate, never trained
+    reinforce_run_timeout_s: int = 3600  # the scheduler kills a run that takes longer
 
     @model_validator(mode="after")
     def _secrets(self) -> Settings:
