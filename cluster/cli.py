@@ -37,5 +37,77 @@ def status() -> None:
     raise typer.Exit(stack_status())
 
 
+# --------------------------------------------------------------------------- learning loop
+@app.command()
+def reinforce(
+    now: bool = typer.Option(False, "--now", help="Run the learning loop once, right now."),
+    start: bool = typer.Option(False, "--start", help="Start the periodic scheduler actor."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the periodic scheduler actor."),
+) -> None:
+    """The learning loop: `--now` runs it once; without options, show recent runs."""
+    import json
+
+    from cluster.config import get_settings
+
+    settings = get_settings()
+    if now:
+        from training.reinforce.job import run_once
+
+        result = run_once(settings, force=True)
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        raise typer.Exit(1 if result.status == "failed" else 0)
+    if start or stop:
+        from training.reinforce.scheduler import start_scheduler, stop_scheduler
+
+        if start:
+            start_scheduler(settings)
+            typer.echo(f"scheduler running: every {settings.reinforce_interval_s}s")
+        else:
+            typer.echo("scheduler stopped" if stop_scheduler(settings) else "no scheduler")
+        return
+    from cluster.logstore import LogStore
+
+    logs = LogStore(settings)
+    try:
+        for run in logs.list_runs(limit=10):
+            typer.echo(json.dumps(run, default=str))
+    finally:
+        logs.close()
+
+
+@app.command()
+def simulate(
+    sessions: int = typer.Option(200, "--sessions", "-k", min=1, help="Simulated sessions."),
+    seed: int = typer.Option(1, "--seed", help="First seed (one per repeat)."),
+    repeats: int = typer.Option(
+        0,
+        "--repeats",
+        min=0,
+        help="0: only simulate clicks (then run `twotower reinforce --now`). N: N trials, each "
+        "from the same live version: clicks, a loop run, and the measured change.",
+    ),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, max=64),
+    report: str = typer.Option("", "--report", help="Write the trials as JSON to this path."),
+) -> None:
+    """Simulated users: real searches through the HTTP API, clicks from a click model."""
+    import json
+    from pathlib import Path
+
+    from cluster.config import get_settings
+    from training.reinforce import simulate as sim
+
+    settings = get_settings()
+    if repeats == 0:
+        stats = sim.run_sessions(settings, sessions, seed, concurrency=concurrency)
+        typer.echo(json.dumps(stats.__dict__, indent=2, default=str))
+        raise typer.Exit(1 if stats.clicks == 0 else 0)
+    trials = sim.repeated_trials(settings, sessions, seed, repeats, concurrency=concurrency)
+    text = json.dumps([t.__dict__ for t in trials], indent=2, default=str)
+    if report:
+        Path(report).write_text(text + "\n")
+    typer.echo(text)
+    typer.echo(sim.summary(trials))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
