@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     ui_port: int = 8501
     api_url: str = ""  # the website's backend; defaults to http://<host>:<serve_port>
     prometheus_port: int = 9090
+    prometheus_url: str = ""  # the status page's Prometheus; defaults to http://<host>:<port>
+    model_max_age_alert_s: int = 86400  # alert when no new version was published for this long
     metrics_port: int = 8080  # Ray's per-node metrics export port
 
     # --- Training.
@@ -131,6 +133,10 @@ class Settings(BaseSettings):
     @property
     def api_base_url(self) -> str:
         return self.api_url or f"http://{self.host}:{self.serve_port}"
+
+    @property
+    def prometheus_base_url(self) -> str:
+        return self.prometheus_url or f"http://{self.host}:{self.prometheus_port}"
 
     @property
     def buffer_dir(self) -> Path:

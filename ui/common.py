@@ -31,8 +31,7 @@ def _client(base_url: str) -> SearchApi:
 
 
 def prometheus_url() -> str:
-    settings = get_settings()
-    return f"http://{settings.host}:{settings.prometheus_port}"
+    return get_settings().prometheus_base_url
 
 
 def session_id() -> str:
