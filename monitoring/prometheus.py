@@ -1,0 +1,133 @@
+"""The local Prometheus: its config rendered from the repo's files, and the process itself.
+
+monitoring/prometheus.yml and rules.yml are written for compose (container paths). For the
+local stack and the tests they are rendered into a folder with this machine's paths and
+ports: the service-discovery file of *this* Ray, this Prometheus's own port, and the
+configured no-fresh-model limit.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import yaml
+
+from cluster.config import Settings
+from cluster.processes import ProcessRef, http_ok, terminate, wait_until
+
+HERE = Path(__file__).resolve().parent
+CONFIG_TEMPLATE = HERE / "prometheus.yml"
+RULES_TEMPLATE = HERE / "rules.yml"
+DISCOVERY_FILE = "prom_metrics_service_discovery.json"  # what Ray's dashboard writes
+MAX_AGE_RECORD = "twotower:model_max_age_alert_seconds"
+
+
+def binary() -> str | None:
+    """The `prometheus` executable (Debian's package), or None when it is not installed."""
+    return shutil.which("prometheus")
+
+
+def discovery_file(ray_temp_dir: Path) -> Path:
+    """Ray keeps `<temp dir>/prom_metrics_service_discovery.json` listing every live node."""
+    return Path(ray_temp_dir) / DISCOVERY_FILE
+
+
+def render_rules(settings: Settings, out_dir: Path) -> Path:
+    rules = yaml.safe_load(RULES_TEMPLATE.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule.get("record") == MAX_AGE_RECORD:
+                rule["expr"] = f"vector({int(settings.model_max_age_alert_s)})"
+    path = Path(out_dir) / "rules.yml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
+
+
+def render(settings: Settings, out_dir: Path, discovery: Path) -> Path:
+    """prometheus.yml (and rules.yml) for this machine, in `out_dir`; returns the config path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(CONFIG_TEMPLATE.read_text())
+    config["rule_files"] = [str(render_rules(settings, out_dir))]
+    for job in config["scrape_configs"]:
+        for sd in job.get("file_sd_configs", []):
+            sd["files"] = [str(discovery)]
+        if job["job_name"] == "prometheus":
+            job["static_configs"] = [{"targets": [f"{settings.host}:{settings.prometheus_port}"]}]
+    path = out_dir / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class PrometheusServer:
+    """`prometheus` on host:port with its data in `data_dir`; stopped by the PID it started."""
+
+    def __init__(self, config: Path, data_dir: Path, port: int, host: str = "127.0.0.1"):
+        self.config = Path(config)
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.host = host
+        self.pid_file = self.data_dir / "prometheus.pid"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def running(self) -> ProcessRef | None:
+        try:
+            ref = ProcessRef.from_json(json.loads(self.pid_file.read_text()))
+        except (OSError, ValueError, KeyError):
+            return None
+        return ref if ref.alive() else None
+
+    def healthy(self) -> bool:
+        return http_ok(f"{self.url}/-/ready")
+
+    def start(self, timeout: float = 60) -> ProcessRef:
+        ref = self.running()
+        if ref is not None:
+            self.reload()  # the rendered config may have changed (ports, Ray temp dir)
+            return ref
+        exe = binary()
+        if exe is None:
+            raise FileNotFoundError("prometheus is not installed (apt-get install prometheus)")
+        (self.data_dir / "tsdb").mkdir(parents=True, exist_ok=True)
+        cmd = [
+            exe,
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
+            "--storage.tsdb.retention.time=7d",
+            f"--web.listen-address={self.host}:{self.port}",
+            "--web.enable-lifecycle",
+        ]
+        with open(self.data_dir / "prometheus.log", "ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.data_dir,
+                start_new_session=True,
+            )
+        ref = ProcessRef.of(proc.pid)
+        self.pid_file.write_text(json.dumps(ref.to_json()))
+        try:
+            wait_until(lambda: proc.poll() is None and self.healthy(), timeout, self.url)
+        except TimeoutError:
+            self.stop()
+            raise
+        return ref
+
+    def reload(self) -> None:
+        """Ask the running server to re-read its config (POST /-/reload, lifecycle API)."""
+        httpx.post(f"{self.url}/-/reload", timeout=5).raise_for_status()
+
+    def stop(self) -> None:
+        ref = self.running()
+        if ref is not None:
+            terminate([ref])
+        self.pid_file.unlink(missing_ok=True)
