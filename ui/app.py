@@ -6,11 +6,14 @@ import streamlit as st
 
 PAGES = Path(__file__).parent / "pages"
 
-st.set_page_config(page_title="Two-Tower Search", page_icon="🔎", layout="centered")
+st.set_page_config(page_title="Two-Tower Search", page_icon=":material/search:")
 navigation = st.navigation(
     [
-        st.Page(PAGES / "search.py", title="Search", icon="🔎", default=True),
-        st.Page(PAGES / "status.py", title="Status", icon="📈", url_path="status"),
-    ]
+        st.Page(PAGES / "search.py", title="Search", icon=":material/search:", default=True),
+        st.Page(
+            PAGES / "status.py", title="Status", icon=":material/monitoring:", url_path="status"
+        ),
+    ],
+    position="top",
 )
 navigation.run()

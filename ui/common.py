@@ -11,11 +11,15 @@ from ui.client import SearchApi
 
 STYLE = """
 <style>
-.result-text { font-size: 1.02rem; line-height: 1.55; margin: 0.1rem 0 0.4rem 0; }
-.result-text mark { background: #fde68a; color: inherit; padding: 0 0.12em; border-radius: 3px; }
-.result-rank { font-size: 1.35rem; font-weight: 700; color: #6b7280; text-align: right; }
-.result-score { font-family: ui-monospace, monospace; color: #4b5563; font-size: 0.85rem; }
-.result-meta { color: #6b7280; font-size: 0.9rem; }
+.result { display: flex; gap: 0.9rem; align-items: flex-start; }
+.result-rank { flex: 0 0 2rem; height: 2rem; border-radius: 50%; background: #eef2ff;
+  color: #3730a3; font-weight: 700; display: flex; align-items: center; justify-content: center; }
+.result-body { flex: 1; min-width: 0; }
+.result-text { font-size: 1rem; line-height: 1.6; }
+.result-text mark { background: #fef08a; color: inherit; padding: 0 0.1em; border-radius: 3px; }
+.result-score { margin-top: 0.35rem; color: #6b7280; font-size: 0.8rem;
+  font-variant-numeric: tabular-nums; }
+.result-meta { color: #6b7280; font-size: 0.9rem; margin: 0.2rem 0 0.4rem 0; }
 </style>
 """
 

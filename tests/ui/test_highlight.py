@@ -1,8 +1,8 @@
 from ui.highlight import highlight, query_terms, snippet
 
 
-def test_terms_are_distinct_lowercase_longest_first():
-    assert query_terms("Run the RUNNER, run!") == ["runner", "run", "the"]
+def test_terms_are_distinct_lowercase_longest_first_without_stopwords():
+    assert query_terms("What is the RUNNER's run, run?") == ["runner", "run"]
 
 
 def test_highlight_marks_whole_words_case_insensitively():

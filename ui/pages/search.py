@@ -53,43 +53,41 @@ def show_result(search_id: str, query: str, result: dict) -> None:
     pid = int(result["pid"])
     opened = pid in st.session_state.opened
     text = result["text"] if opened else snippet(result["text"], SNIPPET_CHARS)
-    with st.container(border=True):
-        rank_col, body_col = st.columns([1, 11])
-        rank_col.html(f'<div class="result-rank">{int(result["rank"])}</div>')
-        with body_col:
-            st.html(f'<div class="result-text">{highlight(text, query)}</div>')
-            st.html(
-                f'<span class="result-score">score {float(result["score"]):.4f}'
-                f" · passage {pid}</span>"
-            )
-            judged = judgement(pid)
-            open_col, yes_col, no_col, note_col = st.columns([2, 2, 2, 4])
-            open_col.button(
-                "Open" if not opened else "Opened",
+    judged = judgement(pid)
+    with st.container(border=True, key=f"result-{search_id}-{pid}"):
+        st.html(
+            f'<div class="result"><div class="result-rank">{int(result["rank"])}</div>'
+            f'<div class="result-body"><div class="result-text">{highlight(text, query)}</div>'
+            f'<div class="result-score">score {float(result["score"]):.4f} · passage {pid}'
+            "</div></div></div>"
+        )
+        with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+            st.button(
+                "Read passage" if not opened else "Opened",
                 key=f"click-{search_id}-{pid}",
+                icon=":material/open_in_full:",
                 on_click=send_feedback,
                 args=(search_id, pid, "click"),
                 disabled=opened,
-                use_container_width=True,
             )
-            yes_col.button(
-                "👍 Relevant",
+            st.button(
+                "Relevant",
                 key=f"relevant-{search_id}-{pid}",
+                icon=":material/thumb_up:",
                 on_click=send_feedback,
                 args=(search_id, pid, "relevant"),
                 disabled=judged is not None,
-                use_container_width=True,
             )
-            no_col.button(
-                "👎 Not relevant",
+            st.button(
+                "Not relevant",
                 key=f"not_relevant-{search_id}-{pid}",
+                icon=":material/thumb_down:",
                 on_click=send_feedback,
                 args=(search_id, pid, "not_relevant"),
                 disabled=judged is not None,
-                use_container_width=True,
             )
             if judged:
-                note_col.caption(f"✓ {JUDGEMENTS[judged]}")
+                st.caption(f":material/check: {JUDGEMENTS[judged]}")
 
 
 apply_style()
@@ -97,7 +95,7 @@ session_id()
 st.session_state.setdefault("sent", {})
 st.session_state.setdefault("opened", set())
 
-st.title("🔎 Two-Tower Search")
+st.title("Two-Tower Search")
 st.caption("Semantic search over MS MARCO passages, learning from your feedback.")
 
 with st.form("search-form", border=False):
@@ -105,7 +103,9 @@ with st.form("search-form", border=False):
     query = query_col.text_input(
         "Query", key="query", placeholder="e.g. what is the boiling point of water"
     )
-    submitted = button_col.form_submit_button("Search", type="primary", use_container_width=True)
+    submitted = button_col.form_submit_button(
+        "Search", type="primary", icon=":material/search:", width="stretch"
+    )
     mode = st.radio("Retrieval", list(MODES), format_func=MODES.get, horizontal=True, key="mode")
 
 if submitted:
@@ -121,13 +121,13 @@ if error:
         st.error(
             f"**The search service is unavailable right now.** {message} "
             "Please try again in a moment.",
-            icon="⚠️",
+            icon=":material/cloud_off:",
         )
     else:
-        st.warning(message, icon="✋")
+        st.warning(message, icon=":material/info:")
 
 if message := st.session_state.pop("feedback_error", None):
-    st.warning(message, icon="⚠️")
+    st.warning(message, icon=":material/warning:")
 
 last = st.session_state.get("last")
 if last and not error:

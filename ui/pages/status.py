@@ -50,7 +50,10 @@ def show_traffic() -> None:
         for label, promql in TRAFFIC_QUERIES.items():
             values[label] = prometheus_query(prometheus_url(), promql)
     except BackendUnavailable as exc:
-        st.info(f"Metrics are unavailable: {exc} Start it with `twotower up`.", icon="📉")
+        st.info(
+            f"Metrics are unavailable: {exc} Start it with `twotower up`.",
+            icon=":material/query_stats:",
+        )
         return
     for column, (label, value) in zip(st.columns(len(values)), values.items(), strict=True):
         if value is None:
@@ -86,7 +89,7 @@ def show_versions() -> None:
 
     st.subheader("Recent versions")
     if versions:
-        st.dataframe([flat(v) for v in versions], hide_index=True, use_container_width=True)
+        st.dataframe([flat(v) for v in versions], hide_index=True, width="stretch")
     else:
         st.caption("The artifact store has no version yet.")
 
@@ -95,7 +98,7 @@ def show_runs() -> None:
     st.subheader("Learning-loop runs")
     runs = rows(api().runs(), "runs")
     if runs:
-        st.dataframe([flat(r) for r in runs], hide_index=True, use_container_width=True)
+        st.dataframe([flat(r) for r in runs], hide_index=True, width="stretch")
     else:
         st.caption("The learning loop has not run yet.")
 
@@ -105,12 +108,12 @@ def _is_number(value: Any) -> bool:
 
 
 apply_style()
-st.title("📈 Status")
+st.title("Status")
+show_traffic()
 try:
     show_versions()
     show_runs()
 except BackendUnavailable as exc:
-    st.error(f"**The search service is unavailable right now.** {exc}", icon="⚠️")
+    st.error(f"**The search service is unavailable right now.** {exc}", icon=":material/cloud_off:")
 except BackendError as exc:
-    st.error(f"The search service refused the status request: {exc}", icon="⚠️")
-show_traffic()
+    st.error(f"The search service refused the status request: {exc}", icon=":material/cloud_off:")
