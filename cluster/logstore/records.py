@@ -1,0 +1,94 @@
+"""What the log store writes: validated records with client-made ids and timestamps.
+
+Hostile text policy (the log store's decision, enforced here, so every writer behaves alike):
+- Text longer than its limit (queries: 10,000 characters) is refused with a ValueError.
+- NUL characters are replaced by U+FFFD: PostgreSQL `text` cannot hold NUL at all.
+- Lone surrogates (what invalid UTF-8 decodes to with `surrogateescape`) are replaced by
+  U+FFFD: they cannot be encoded as UTF-8, so they could never reach the database.
+- Everything else, including quotes, `;`, `--` and other SQL metacharacters, is stored
+  verbatim: every statement is parameterised.
+The id and time are fixed when the record is made, so a record replayed from the disk buffer
+keeps both, and is never inserted twice.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_QUERY_CHARS = 10_000
+MAX_LABEL_CHARS = 256  # session ids, model versions, modes
+MAX_RESULTS = 1_000
+FEEDBACK_KINDS = ("click", "relevant", "not_relevant")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str, field: str, max_chars: int) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a string, not {type(value).__name__}")
+    if len(value) > max_chars:
+        raise ValueError(f"{field} has {len(value)} characters; at most {max_chars} are stored")
+    return _SURROGATES.sub("\ufffd", value.replace("\x00", "\ufffd"))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ResultItem(BaseModel):
+    """One result as shown to the user."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pid: int = Field(ge=0)
+    rank: int = Field(ge=1)
+    score: float
+
+    @field_validator("score")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("score must be a finite number")
+        return value
+
+
+class SearchRecord(BaseModel):
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    created_at: datetime = Field(default_factory=_now)
+    session_id: str | None = None
+    query: str
+    model_version: str | None = None
+    mode: str = "dense"
+    latency_ms: float | None = None
+    results: list[ResultItem] = Field(default_factory=list, max_length=MAX_RESULTS)
+
+    @field_validator("query", mode="before")
+    @classmethod
+    def _query(cls, value):
+        return clean_text(value, "query", MAX_QUERY_CHARS)
+
+    @field_validator("session_id", "model_version", "mode", mode="before")
+    @classmethod
+    def _labels(cls, value, info):
+        return None if value is None else clean_text(value, info.field_name, MAX_LABEL_CHARS)
+
+    @field_validator("latency_ms")
+    @classmethod
+    def _latency(cls, value):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError("latency_ms must be a finite, non-negative number")
+        return value
+
+
+class FeedbackRecord(BaseModel):
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    search_id: uuid.UUID
+    pid: int = Field(ge=0)
+    kind: Literal["click", "relevant", "not_relevant"]
+    rank: int | None = Field(default=None, ge=1)  # None: looked up from the search's results
+    created_at: datetime = Field(default_factory=_now)
