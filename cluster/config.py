@@ -131,6 +131,12 @@ class Settings(BaseSettings):
         return self.s3_endpoint or f"{self.host}:{self.s3_port}"
 
     @property
+    def ray_connect_address(self) -> str:
+        """What to pass to ray.init(): the configured cluster, else the local stack's head.
+        Never "auto": that finds whichever Ray on the machine started last."""
+        return self.ray_address or f"{self.host}:{self.ray_port}"
+
+    @property
     def api_base_url(self) -> str:
         return self.api_url or f"http://{self.host}:{self.serve_port}"
 
