@@ -5,8 +5,9 @@ from pathlib import Path
 import streamlit as st
 
 PAGES = Path(__file__).parent / "pages"
+ICON = Path(__file__).parent / "assets" / "icon.png"
 
-st.set_page_config(page_title="Two-Tower Search", page_icon=":material/search:")
+st.set_page_config(page_title="Two-Tower Search", page_icon=str(ICON))  # a local file (CSP)
 navigation = st.navigation(
     [
         st.Page(PAGES / "search.py", title="Search", icon=":material/search:", default=True),
