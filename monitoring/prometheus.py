@@ -64,14 +64,20 @@ def render(settings: Settings, out_dir: Path, discovery: Path) -> Path:
 
 
 class PrometheusServer:
-    """`prometheus` on host:port with its data in `data_dir`; stopped by the PID it started."""
+    """`prometheus` on host:port with its data in `data_dir`; stopped by the PID it started.
 
-    def __init__(self, config: Path, data_dir: Path, port: int, host: str = "127.0.0.1"):
-        self.config = Path(config)
+    The config is rendered into `data_dir` at every start, so a changed port or Ray temp dir
+    is picked up by `twotower up` without any hand editing.
+    """
+
+    def __init__(self, settings: Settings, data_dir: Path, discovery: Path):
+        self.settings = settings
         self.data_dir = Path(data_dir).resolve()
-        self.port = port
-        self.host = host
+        self.discovery = Path(discovery)
+        self.port = settings.prometheus_port
+        self.host = settings.host
         self.pid_file = self.data_dir / "prometheus.pid"
+        self.config = self.data_dir / "prometheus.yml"
 
     @property
     def url(self) -> str:
@@ -88,13 +94,14 @@ class PrometheusServer:
         return http_ok(f"{self.url}/-/ready")
 
     def start(self, timeout: float = 60) -> ProcessRef:
-        ref = self.running()
-        if ref is not None:
-            self.reload()  # the rendered config may have changed (ports, Ray temp dir)
-            return ref
         exe = binary()
         if exe is None:
             raise FileNotFoundError("prometheus is not installed (apt-get install prometheus)")
+        render(self.settings, self.data_dir, self.discovery)
+        ref = self.running()
+        if ref is not None:
+            self.reload()
+            return ref
         (self.data_dir / "tsdb").mkdir(parents=True, exist_ok=True)
         cmd = [
             exe,
