@@ -68,6 +68,7 @@ class Settings(BaseSettings):
 
     # --- Website and monitoring.
     ui_port: int = 8501
+    start_website: bool = True  # `up` starts the website; compose runs it as its own container
     api_url: str = ""  # the website's backend; defaults to http://<host>:<serve_port>
     prometheus_port: int = 9090
     prometheus_url: str = ""  # the status page's Prometheus; defaults to http://<host>:<port>
