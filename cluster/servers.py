@@ -318,7 +318,9 @@ class RayHead:
         num_cpus: int,
         host: str = "127.0.0.1",
         metrics_port: int | None = None,
+        env: dict[str, str] | None = None,
     ):
+        self.env = env or {}  # extra environment for the head and so for every Ray worker
         self.temp_dir = Path(temp_dir).resolve()
         self.port = port
         self.dashboard_port = dashboard_port
@@ -364,6 +366,7 @@ class RayHead:
             cmd.append(f"--metrics-export-port={self.metrics_port}")
         env = {
             **os.environ,
+            **self.env,
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0",
         }
