@@ -16,9 +16,14 @@ def up(
     ),
 ) -> None:
     """Start the local stack (idempotent): services, a trained model, serving, the website."""
+    from cluster.stack import StackError
     from cluster.stack import up as stack_up
 
-    stack_up(services_only=services_only)
+    try:
+        stack_up(services_only=services_only)
+    except StackError as err:
+        typer.secho(f"twotower up: {err}", fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -395,9 +395,20 @@ class RayHead:
         return http_ok(f"{self.dashboard_url}/api/gcs_healthz")
 
     def stop(self) -> None:
-        # Workers are started later than the head, so look again until nothing is left.
-        for _ in range(3):
+        """Raylet first (it takes its workers down and leaves GCS free to exit quickly; a
+        simultaneous SIGTERM leaves both waiting on each other), then the rest."""
+        raylets = [r for r in self.processes() if _name(r) == "raylet"]
+        terminate(raylets, timeout=10)
+        for _ in range(3):  # workers may still be appearing: look until nothing is left
             refs = self.processes()
             if not refs:
                 return
-            terminate(refs, timeout=8)
+            terminate(refs, timeout=3)
+
+
+def _name(ref: ProcessRef) -> str:
+    proc = ref.process()
+    try:
+        return proc.name() if proc else ""
+    except psutil.Error:
+        return ""

@@ -46,6 +46,10 @@ DEFAULT_RAY_CPUS = 8  # logical CPUs, oversubscribed on purpose: Serve and Train
 console = Console()
 
 
+class StackError(RuntimeError):
+    """A problem the user can fix (a taken port, a missing part); printed without a traceback."""
+
+
 class Server(Protocol):
     def start(self) -> Any: ...
     def stop(self) -> None: ...
@@ -227,7 +231,7 @@ def _start_all(stack: list[Service], state: StackState, settings: Settings) -> N
                 progress.update(task, description=f"{svc.name}: already running", completed=1)
                 continue
             if svc.name not in state.started and svc.port and port_in_use(settings.host, svc.port):
-                raise RuntimeError(
+                raise StackError(
                     f"{svc.name}: port {svc.port} on {settings.host} is taken by a process this "
                     f"stack did not start; free it or set its TWOTOWER_*_PORT"
                 )
@@ -255,9 +259,22 @@ def up(services_only: bool = False, settings: Settings | None = None) -> None:
 
 def _start_product(settings: Settings) -> None:
     """The trained model and the Serve app (owned by training/ and deployments/)."""
-    raise NotImplementedError(
-        "the model and serving steps are not wired yet; use `twotower up --services-only`"
-    )
+    try:
+        from deployments.app import deploy
+        from training.pipeline import ensure_version
+    except ModuleNotFoundError as err:
+        if err.name not in ("training.pipeline", "deployments.app"):
+            raise
+        raise StackError(
+            f"{err.name} is not available in this checkout, so the model and serving steps "
+            "cannot run; the services are up (`twotower up --services-only` stops here)"
+        ) from err
+    console.print("model: ensuring a live version (the first run trains the quick profile)")
+    version = ensure_version(settings)
+    console.print(f"model: live version {version}")
+    console.print("serving: deploying the Serve app")
+    deploy(settings)
+    console.print(f"serving: ready at {settings.api_base_url}")
 
 
 def _print_addresses(settings: Settings, stack: list[Service], services_only: bool) -> None:
