@@ -111,7 +111,7 @@ def start_scheduler(settings: Settings):
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=settings.ray_address or "auto", namespace=NAMESPACE)
+        ray.init(address=settings.ray_connect_address, namespace=NAMESPACE)
     actor_cls = ray.remote(Scheduler).options(
         name=ACTOR_NAME,
         namespace=NAMESPACE,
@@ -129,7 +129,7 @@ def scheduler_handle(settings: Settings):
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=settings.ray_address or "auto", namespace=NAMESPACE)
+        ray.init(address=settings.ray_connect_address, namespace=NAMESPACE)
     try:
         return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
     except ValueError:

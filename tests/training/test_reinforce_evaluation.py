@@ -1,0 +1,24 @@
+"""Per-query evaluation of a real (tiny) version folder through its own encoder and shards."""
+
+from __future__ import annotations
+
+from training.reinforce.evaluation import evaluate_for_gate, evaluate_per_query, rank
+from training.reinforce.splits import dev_split
+
+
+def test_gate_metrics_of_a_real_version(tiny_version_dir):
+    queries = {"a": "what is a cat", "b": "how to cook rice"}
+    top = rank(tiny_version_dir, queries, k=10)
+    assert all(len(pids) == 10 for pids in top.values())
+    # Logged qrels: the version's own top hit for one query, its 10th for the other.
+    holdout = {"what is a cat": {top["a"][0]}, "how to cook rice": {top["b"][9]}}
+    metrics = evaluate_for_gate(tiny_version_dir, holdout)
+    assert metrics["logged"]["MRR@10"] == (1.0 + 0.1) / 2
+    assert set(metrics) == {"dev", "dev_heldout", "dev_simulated", "dl19", "logged"}
+    assert 0.0 < metrics["dev"]["MRR@10"] <= 1.0
+    assert 0.0 <= metrics["dl19"]["nDCG@10"] <= 1.0
+
+    per_query = evaluate_per_query(tiny_version_dir)
+    assert set(per_query["dev_heldout"]) == set(dev_split().held_out)
+    halves = len(per_query["dev_heldout"]) + len(per_query["dev_simulated"])
+    assert halves == len(per_query["dev"])
