@@ -53,8 +53,8 @@ def tiny_examples(collection: datasets.Collection, pairs: int, seed: int) -> lis
 def build_tiny_version(
     directory: Path,
     passages: int = 2000,
-    pairs: int = 1500,
-    epochs: int = 3,
+    pairs: int = 600,
+    epochs: int = 2,
     num_shards: int = 2,
     encoder: str = "rnn",
     seed: int = 13,
@@ -72,9 +72,9 @@ def build_tiny_version(
         vocab_size=len(tokenizer),
         embed_dim=w2v_cfg.dim,
         encoder=encoder,
-        hidden_dim=64,
+        hidden_dim=48,
         dim=48,
-        max_passage_len=64,
+        max_passage_len=48,
         next_token_cutoffs=[500],
     )
     model = TwoTower(model_cfg, embedding_matrix(w2v, tokenizer, seed))

@@ -46,7 +46,7 @@ def test_tiny_version_layout_and_serving_loaders(tiny_version_dir):
     assert found.shape == (1, 10) and scores[0, 0] >= scores[0, -1]
 
 
-def test_tiny_version_is_published_and_live(tiny_version):
+def test_tiny_version_is_published_and_live(tiny_version, tmp_path):
     from cluster.artifacts import ArtifactStore
 
     settings, version, local_dir = tiny_version
@@ -58,5 +58,5 @@ def test_tiny_version_is_published_and_live(tiny_version):
     )
     assert manifest.metrics["dev_slice"]["R@100"] > 0
     assert manifest.config["model"]["encoder"] == "rnn"
-    copy = store.download(version, cache_dir=local_dir.parent / "download")
+    copy = store.download(version, cache_dir=tmp_path)
     assert QueryEncoder.load(copy).encode(["hello"]).shape == (1, manifest.config["model"]["dim"])
