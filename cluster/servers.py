@@ -380,30 +380,39 @@ class RayHead:
         return self.processes()
 
     def processes(self) -> list[ProcessRef]:
-        """Every live process of this head: its command line names our private temp folder."""
+        """Every live process of this head: those whose command line names our private temp
+        folder (GCS, raylet, dashboard, monitors) and all their descendants (workers, agents,
+        dashboard modules, which rename themselves)."""
         marker = str(self.temp_dir)
         me = psutil.Process()
         ourselves = {me.pid, *(p.pid for p in me.parents())}  # our own cmdline may name it too
-        found = []
+        found: dict[int, ProcessRef] = {}
         for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
             cmdline = proc.info["cmdline"] or []
-            if proc.info["pid"] not in ourselves and any(marker in part for part in cmdline):
-                found.append(ProcessRef(proc.info["pid"], proc.info["create_time"]))
-        return found
+            if proc.info["pid"] in ourselves or not any(marker in part for part in cmdline):
+                continue
+            try:
+                family = [proc, *proc.children(recursive=True)]
+                found.update({p.pid: ProcessRef(p.pid, p.create_time()) for p in family})
+            except psutil.Error:
+                continue
+        return list(found.values())
 
     def healthy(self) -> bool:
         return http_ok(f"{self.dashboard_url}/api/gcs_healthz")
 
     def stop(self) -> None:
         """Raylet first (it takes its workers down and leaves GCS free to exit quickly; a
-        simultaneous SIGTERM leaves both waiting on each other), then the rest."""
-        raylets = [r for r in self.processes() if _name(r) == "raylet"]
-        terminate(raylets, timeout=10)
-        for _ in range(3):  # workers may still be appearing: look until nothing is left
-            refs = self.processes()
-            if not refs:
+        simultaneous SIGTERM leaves both waiting on each other), then the rest. The whole
+        family is listed up front: orphans lose their parent link once the parent is gone."""
+        family = self.processes()
+        terminate([r for r in family if _name(r) == "raylet"], timeout=10)
+        terminate(family, timeout=3)
+        for _ in range(3):  # anything started meanwhile
+            late = self.processes()
+            if not late:
                 return
-            terminate(refs, timeout=3)
+            terminate(late, timeout=3)
 
 
 def _name(ref: ProcessRef) -> str:

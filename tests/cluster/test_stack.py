@@ -56,6 +56,18 @@ def recorded_processes(state_dir: Path) -> list[ProcessRef]:
     return [ProcessRef.from_json(p) for svc in started.values() for p in svc["pids"]]
 
 
+def stack_family(state_dir: Path) -> list[ProcessRef]:
+    """Every process the stack runs now: what `up` recorded plus all descendants, found here
+    independently of the code under test (Ray's workers and agents rename themselves)."""
+    roots = [r.process() for r in recorded_processes(state_dir)]
+    roots += [psutil.Process(pid) for pid in processes_naming(state_dir)]
+    family = {}
+    for root in filter(None, roots):
+        for proc in [root, *root.children(recursive=True)]:
+            family[proc.pid] = ProcessRef(proc.pid, proc.create_time())
+    return list(family.values())
+
+
 def processes_naming(folder: Path) -> list[int]:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -95,8 +107,11 @@ def test_up_status_down_and_data_survives(tmp_path):
         assert again.returncode == 0 and again.stdout.count("already running") == 3
         assert recorded_processes(state_dir) == pids
 
+        time.sleep(3)  # let Ray start its idle workers, so down has them to stop too
+        family = stack_family(state_dir)
+        assert len(family) > len(pids)
         assert run(env, "down").returncode == 0
-        assert not [p.pid for p in pids if p.alive()]
+        assert [p.pid for p in family if p.alive()] == []
         assert processes_naming(state_dir) == []
         assert run(env, "status").returncode == 1
 
