@@ -16,7 +16,7 @@ TRAFFIC_QUERIES = {
     "(rate(ray_serve_http_request_latency_ms_bucket[5m])))",
     "p99 latency": "histogram_quantile(0.99, sum by (le) "
     "(rate(ray_serve_http_request_latency_ms_bucket[5m])))",
-    "Error rate": "sum(rate(ray_serve_num_http_error_requests_total[5m])) "
+    "Server errors": 'sum(rate(ray_serve_num_http_requests_total{status_code=~"5.."}[5m])) '
     "/ sum(rate(ray_serve_num_http_requests_total[5m]))",
 }
 UNITS = {"Requests / s": "{:.2f}", "p50 latency": "{:.0f} ms", "p99 latency": "{:.0f} ms"}
@@ -58,7 +58,7 @@ def show_traffic() -> None:
     for column, (label, value) in zip(st.columns(len(values)), values.items(), strict=True):
         if value is None:
             shown = "–"
-        elif label == "Error rate":
+        elif label == "Server errors":
             shown = f"{value:.1%}"
         else:
             shown = UNITS[label].format(value)
