@@ -68,6 +68,7 @@ def test_feedback_for_an_unknown_search_is_rejected_not_retried(logs):
     logs.log_search(good)
     logs.log_feedback(FeedbackRecord(search_id=uuid.uuid4(), pid=1, kind="click"))
     logs.log_feedback(FeedbackRecord(search_id=good.id, pid=100, kind="click"))
+    logs.log_search(None)  # not a record: logged as an error, never raised into a search
     assert logs.flush(30)
     assert logs.stats()["rejected"] == 1
     assert "search_id" in logs.rejected_path.read_text()
