@@ -240,7 +240,10 @@ class ArtifactStore:
         return list(self._pointer()["history"])
 
     def set_latest(self, version: str) -> None:
-        """Make `version` live with one small PUT; the old live version goes onto the history."""
+        """Make `version` live with one small PUT; the old live version goes onto the history.
+
+        Two concurrent pointer moves are last-writer-wins (plain S3 has no compare-and-swap):
+        publishers (the pipeline, the learning loop, the CLI) serialise themselves."""
         _check_version(version)
         if not self._exists(self._manifest_key(version)):
             raise VersionNotFound(f"version {version!r} does not exist (no manifest)")

@@ -24,7 +24,7 @@ TWOTOWER = str(Path(sys.executable).parent / "twotower")
 def stack_env(state_dir: Path) -> dict[str, str]:
     """Only this test's configuration: no TWOTOWER_* inherited from the session fixtures
     (which point at external servers and would make every service external)."""
-    pg, s3, ray, dashboard, metrics = free_ports(5)
+    pg, s3, ray, dashboard, metrics, serve, ui, prometheus = free_ports(8)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWOTOWER_", "RAY_"))}
     env.update(
         TWOTOWER_STATE_DIR=str(state_dir),
@@ -33,6 +33,9 @@ def stack_env(state_dir: Path) -> dict[str, str]:
         TWOTOWER_RAY_PORT=str(ray),
         TWOTOWER_RAY_DASHBOARD_PORT=str(dashboard),
         TWOTOWER_METRICS_PORT=str(metrics),
+        TWOTOWER_SERVE_PORT=str(serve),
+        TWOTOWER_UI_PORT=str(ui),
+        TWOTOWER_PROMETHEUS_PORT=str(prometheus),
         TWOTOWER_RAY_NUM_CPUS="2",
         COLUMNS="200",
     )
