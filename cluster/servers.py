@@ -346,8 +346,12 @@ class RayHead:
         return f"http://{self.host}:{self.dashboard_port}"
 
     def start(self) -> list[ProcessRef]:
-        if self.healthy() and self.processes():
-            return self.processes()
+        if self.processes():  # ours already runs: give it time, else replace a broken one
+            try:
+                wait_until(self.healthy, 30, f"Ray dashboard on {self.dashboard_url}")
+                return self.processes()
+            except TimeoutError:
+                self.stop()
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         agent_port, client_port = free_ports(2)
         cmd = [
