@@ -269,6 +269,9 @@ def _start_product(settings: Settings) -> None:
             f"{err.name} is not available in this checkout, so the model and serving steps "
             "cannot run; the services are up (`twotower up --services-only` stops here)"
         ) from err
+    # Training and serving both join the stack's Ray head (not a private Ray of this process,
+    # which would take the Serve app down with it when `up` exits).
+    settings = settings.model_copy(update={"ray_address": settings.ray_connect_address})
     console.print("model: ensuring a live version (the first run trains the quick profile)")
     version = ensure_version(settings)
     console.print(f"model: live version {version}")
