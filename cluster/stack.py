@@ -177,9 +177,38 @@ def _ray(settings: Settings) -> Service:
     )
 
 
+def _prometheus(settings: Settings) -> list[Service]:
+    """Prometheus on loopback, only where the `prometheus` binary is installed (Debian's
+    package); it scrapes every Ray node through the discovery file of the Ray it watches."""
+    from monitoring.prometheus import PrometheusServer, binary, discovery_file
+
+    if binary() is None:
+        return []
+    # An external Ray (e.g. `ray up cluster.yaml`) keeps its files in Ray's default /tmp/ray.
+    ray_dir = Path("/tmp/ray") if settings.ray_address else RayHead.temp_dir_for(settings.state_dir)
+    folder = settings.state_dir / "prometheus"
+    server = PrometheusServer(settings, folder, discovery_file(ray_dir))
+    return [Service("prometheus", server.url, server, port=settings.prometheus_port, stage="app")]
+
+
+def _website(settings: Settings) -> list[Service]:
+    from ui.server import WebsiteServer
+
+    if not settings.start_website:
+        return []
+    server = WebsiteServer(settings, settings.state_dir / "website")
+    return [Service("website", server.url, server, port=settings.ui_port, stage="app")]
+
+
 def services(settings: Settings) -> list[Service]:
     """Everything `up` manages, in start order (`down` stops them in reverse)."""
-    return [_postgres(settings), _s3(settings), _ray(settings)]
+    return [
+        _postgres(settings),
+        _s3(settings),
+        _ray(settings),
+        *_prometheus(settings),
+        *_website(settings),
+    ]
 
 
 # --------------------------------------------------------------------------- recorded state
@@ -347,12 +376,14 @@ def status(settings: Settings | None = None) -> int:
     total = 0
     for svc in services(settings):
         healthy = svc.server.healthy()
-        all_healthy &= healthy
+        # An app-stage service that `up --services-only` left unstarted is not a failure.
+        skipped = svc.stage == "app" and svc.name not in state.started and not healthy
+        all_healthy &= healthy or skipped
         managed = "external" if svc.external else ("up" if svc.name in state.started else "no")
         procs = [] if svc.external else service_processes(svc, state)
         memory = memory_bytes(procs)
         total += memory
-        mark = "[green]healthy[/]" if healthy else "[red]unhealthy[/]"
+        mark = "[green]healthy[/]" if healthy else "not started" if skipped else "[red]unhealthy[/]"
         table.add_row(
             svc.name, svc.address, managed, str(len(procs)), f"{memory / 2**20:.0f} MiB", mark
         )
