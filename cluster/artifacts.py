@@ -204,7 +204,7 @@ class ArtifactStore:
         manifest = Manifest(
             version=version,
             parent=parent,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
             files=files,
             metrics=self._read_json(local_dir / "metrics.json"),
             config=self._read_json(local_dir / "config.json"),
@@ -285,7 +285,12 @@ class ArtifactStore:
             parts = obj.object_name[len(PREFIX) :].split("/")
             if len(parts) == 2 and parts[1] == MANIFEST:
                 found.append((obj.last_modified, parts[0]))
-        return [version for _, version in sorted(found)]
+        # S3 times have 1 s resolution: versions completed in the same second are ordered by
+        # their manifests' microsecond `created_at`.
+        stamps = [t for t, _ in found]
+        tied = {v for t, v in found if stamps.count(t) > 1}
+        created = {v: self.manifest(v).created_at for v in tied}
+        return [v for _, _, v in sorted((t, created.get(v, ""), v) for t, v in found)]
 
     def manifest(self, version: str) -> Manifest:
         raw = self._get_bytes(self._manifest_key(_check_version(version)))
