@@ -42,6 +42,62 @@ def status() -> None:
     raise typer.Exit(stack_status())
 
 
+# --------------------------------------------------------------------------- model
+@app.command()
+def train(
+    profile: str = typer.Option(
+        None, "--profile", help="quick (≤5 min) or full (≤45 min); default: settings.profile."
+    ),
+) -> None:
+    """Train a version on Ray Train (word2vec, BM25 negatives, teacher cache), index, evaluate
+    and publish it as the store's LATEST."""
+    from cluster.config import get_settings
+    from training.pipeline import get_profile, train_and_publish
+
+    settings = get_settings()
+    try:
+        get_profile(profile or settings.profile)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--profile") from None
+    typer.echo(f"published version {train_and_publish(settings, profile)}")
+
+
+@app.command("eval")
+def evaluate(
+    queries: str = typer.Option(..., "--queries", help="TREC topics: qid<TAB>query per line."),
+    qrels: str = typer.Option(..., "--qrels", help="TREC qrels: qid 0 pid rel per line."),
+    system: str = typer.Option(
+        "rnn,bm25,meanpool,hybrid", "--system", help="Comma-separated systems to compare."
+    ),
+    version: str = typer.Option(
+        None, "--version", help="Stored version id or a local version folder; default LATEST."
+    ),
+    run_out: str = typer.Option(None, "--run-out", help="Write one TREC run file per system."),
+) -> None:
+    """MRR@10, R@10, R@100 and nDCG@10 (ir-measures) of each system, one row per system."""
+    from pathlib import Path
+
+    from cluster.config import get_settings
+    from training.compare import (
+        compare,
+        format_table,
+        load_eval_files,
+        parse_systems,
+        resolve_version,
+    )
+
+    try:
+        systems = parse_systems(system)
+        topics, judgments = load_eval_files(Path(queries), Path(qrels))
+        version_dir = resolve_version(get_settings(), version)
+        table = compare(version_dir, topics, judgments, systems, Path(run_out) if run_out else None)
+    except (ValueError, FileNotFoundError, LookupError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"version {version_dir.name}, {len(topics)} queries\n")
+    typer.echo(format_table(table))
+
+
 # --------------------------------------------------------------------------- learning loop
 @app.command()
 def reinforce(

@@ -36,11 +36,9 @@ def evaluate_run(
         raise ValueError("the qrels hold no relevant judgment")
     measures = measures_for(judged)
     run = {qid: docs for qid, docs in run.items() if qid in judged}
+    # ir-measures averages over the judged queries: an unanswered query counts as 0.
     scores = ir_measures.calc_aggregate(list(measures.values()), judged, run)
-    # calc_aggregate averages over queries present in the run; unanswered queries count as 0.
-    answered = sum(1 for qid in judged if run.get(qid))
-    factor = answered / len(judged)
-    return {name: float(scores[m]) * factor for name, m in measures.items()}
+    return {name: float(scores[m]) for name, m in measures.items()}
 
 
 def run_from_results(

@@ -8,7 +8,8 @@ never needs the teacher package itself unless the cache is rebuilt:
     HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python -m training.teacher
 
 Two groups are cached:
-- ``passages``: one vector per corpus passage, in collection order;
+- ``passages``: one vector per corpus passage, in collection order (a partial cache covers a
+  prefix of the collection: rows beyond it have no teacher vector);
 - ``texts``: vectors keyed by text for training-side strings outside the corpus (training
   queries, train-pair positives, triple passages missing from the corpus, inverse-cloze spans).
 Evaluation queries are never encoded into the cache.
@@ -61,7 +62,7 @@ def _load_texts(path: Path) -> list[str]:
 class TeacherCache:
     """Shipped teacher vectors (float32 in memory, L2-normalised)."""
 
-    passages: np.ndarray  # (n_collection, 384), collection order
+    passages: np.ndarray  # (n_covered, 384): the first n_covered passages, collection order
     text_vectors: np.ndarray  # (n_texts, 384)
     text_index: dict[str, int]
     spans: list[str]  # inverse-cloze span of each passage, collection order
@@ -85,6 +86,9 @@ class TeacherCache:
         i = self.text_index.get(text)
         return None if i is None else self.text_vectors[i]
 
+    def passage(self, row: int) -> np.ndarray | None:
+        return self.passages[row] if row < len(self.passages) else None
+
 
 def _training_side_texts(collection: datasets.Collection, spans: list[str]) -> list[str]:
     """Every non-corpus string training may want a teacher vector for, deduplicated."""
@@ -106,7 +110,10 @@ def _training_side_texts(collection: datasets.Collection, spans: list[str]) -> l
     return list(ordered)
 
 
-def _encode(model, texts: list[str], work: Path, name: str, chunk: int = 2048) -> np.ndarray:
+CHUNK = 2048
+
+
+def _encode(model, texts: list[str], work: Path, name: str, chunk: int = CHUNK) -> np.ndarray:
     """Encode in resumable chunks: a killed run picks up where it stopped."""
     work.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -138,9 +145,27 @@ def build_cache(directory: Path = TEACHER_DIR, work: Path = Path("/tmp/teacher-w
 
     collection = datasets.load_collection()
     spans = inverse_cloze_spans(collection.texts, SPAN_SEED)
-    texts = _training_side_texts(collection, spans)
-    text_vectors = _encode(model, texts, work, "texts")
-    passages = _encode(model, collection.texts, work, "passages")
+    _encode(model, _training_side_texts(collection, spans), work, "texts")
+    _encode(model, collection.texts, work, "passages")
+    assemble_cache(directory, work)
+
+
+def _done_chunks(work: Path, name: str) -> np.ndarray:
+    """The leading run of finished chunks (a gap ends it)."""
+    parts, start = [], 0
+    while (work / f"{name}-{start:07d}.npy").exists():
+        parts.append(np.load(work / f"{name}-{start:07d}.npy"))
+        start += CHUNK
+    return np.concatenate(parts) if parts else np.zeros((0, 384), dtype=np.float16)
+
+
+def assemble_cache(directory: Path = TEACHER_DIR, work: Path = Path("/tmp/teacher-work")) -> None:
+    """Write the shipped cache from the finished chunks (all of them, or a prefix)."""
+    collection = datasets.load_collection()
+    spans = inverse_cloze_spans(collection.texts, SPAN_SEED)
+    text_vectors = _done_chunks(work, "texts")
+    texts = _training_side_texts(collection, spans)[: len(text_vectors)]
+    passages = _done_chunks(work, "passages")
 
     directory.mkdir(parents=True, exist_ok=True)
     save_vectors(directory / "passages.npy.gz", passages)
@@ -152,6 +177,7 @@ def build_cache(directory: Path = TEACHER_DIR, work: Path = Path("/tmp/teacher-w
         "max_seq_length": MAX_SEQ_LENGTH,
         "span_seed": SPAN_SEED,
         "passages": int(passages.shape[0]),
+        "collection": len(collection),
         "texts": len(texts),
         "dim": int(passages.shape[1]),
         "dtype": "float16",
@@ -162,4 +188,6 @@ def build_cache(directory: Path = TEACHER_DIR, work: Path = Path("/tmp/teacher-w
 
 
 if __name__ == "__main__":
-    build_cache()
+    import sys
+
+    assemble_cache() if "--assemble" in sys.argv else build_cache()

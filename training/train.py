@@ -8,6 +8,7 @@ Loss = triplet margin (in-batch + explicit negatives)
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -208,5 +209,167 @@ def fit_local(
             )
         )
         history.append(record)
+    model.eval()
+    return history
+
+
+# --------------------------------------------------------------------------- validation
+class HoldoutValidator:
+    """MRR@10 / R@10 of held-out labelled pairs, each positive ranked among the other held-out
+    positives plus a fixed random pool of corpus passages. Cheap enough to run every epoch, and
+    it never touches dev or DL19."""
+
+    def __init__(self, queries, positives, pool_texts, tokenizer, cfg):
+        self.tokenizer, self.cfg = tokenizer, cfg
+        self.queries, self.candidates = list(queries), list(positives) + list(pool_texts)
+
+    def __call__(self, model: TwoTower) -> dict[str, float]:
+        from training.model import encode_texts
+
+        model.eval()
+        cfg = model.config
+        q = encode_texts(
+            model.embedding, model.query_tower, self.tokenizer, self.queries, cfg.max_query_len
+        )
+        p = encode_texts(
+            model.embedding,
+            model.passage_tower,
+            self.tokenizer,
+            self.candidates,
+            cfg.max_passage_len,
+        )
+        scores = q @ p.T
+        own = scores[np.arange(len(q)), np.arange(len(q))]
+        ranks = 1 + (scores > own[:, None]).sum(1)
+        return {
+            "mrr10": float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0))),
+            "r10": float(np.mean(ranks <= 10)),
+        }
+
+
+# --------------------------------------------------------------------------- Ray Train
+def _ray_worker(config: dict) -> None:
+    """train_loop_per_worker: DDP over Ray Train workers, data sharded by rank."""
+    import tempfile
+    from pathlib import Path
+
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(config["threads"])
+    cfg: TrainConfig = config["train_cfg"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    examples: ExampleSet = ray.get(config["examples"])
+    model = TwoTower(config["model_cfg"])
+    model.load_state_dict(ray.get(config["initial_state"]))
+    seed_everything(cfg.seed + rank)  # identical weights everywhere, distinct dropout masks
+    objective = ray.train.torch.prepare_model(
+        TrainingObjective(model, cfg), parallel_strategy_kwargs={"find_unused_parameters": True}
+    )
+    optimizer = make_optimizer(model, cfg)
+    steps = cfg.epochs * len(epoch_batches(len(examples), cfg.batch_size, 0, cfg.seed, rank, world))
+    scheduler = make_scheduler(optimizer, cfg, steps)
+    validate = ray.get(config["validator"]) if config["validator"] is not None else None
+    history = []
+    for epoch in range(cfg.epochs):
+        started = time.time()
+        losses = train_epoch(
+            objective, optimizer, scheduler, examples, cfg, epoch, rank, world, progress=rank == 0
+        )
+        metrics = {"epoch": epoch + 1, **losses}
+        checkpoint = None
+        with tempfile.TemporaryDirectory() as folder:
+            if rank == 0:
+                if validate is not None:
+                    metrics.update({f"val_{k}": v for k, v in validate(model).items()})
+                torch.save(model.state_dict(), Path(folder) / "weights.pt")
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+            metrics["seconds"] = round(time.time() - started, 1)
+            if rank == 0:
+                history.append(metrics)
+                (Path(folder) / "history.json").write_text(json.dumps(history))
+                print(
+                    "epoch "
+                    + " ".join(
+                        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in metrics.items()
+                    ),
+                    flush=True,
+                )
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def s3_filesystem(settings):
+    """pyarrow S3 filesystem on the artifact store's endpoint, for Ray Train's storage."""
+    import pyarrow.fs
+
+    return pyarrow.fs.S3FileSystem(
+        access_key=settings.s3_access_key.get_secret_value(),
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        endpoint_override=settings.s3_address,
+        scheme="https" if settings.s3_secure else "http",
+        region=settings.s3_region,
+    )
+
+
+def fit_ray(
+    settings,
+    model: TwoTower,
+    examples: ExampleSet,
+    cfg: TrainConfig,
+    validator: HoldoutValidator | None = None,
+    run_name: str | None = None,
+    threads_per_worker: int = 1,
+) -> list[dict]:
+    """Train with Ray Train's TorchTrainer (DDP, ``settings.train_workers`` CPU workers).
+
+    Checkpoints go to ``s3://<bucket>/ray-train/<run_name>`` in the artifact store; the final
+    weights are loaded back into ``model``. Returns one metrics record per epoch.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import ray
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        raise RuntimeError("fit_ray needs a connected Ray (see training.pipeline.connect_ray)")
+    from cluster.artifacts import ArtifactStore
+
+    ArtifactStore.from_settings(settings)  # makes sure the bucket exists
+    run_name = run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}"
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={
+            "examples": ray.put(examples),
+            "initial_state": ray.put(model.state_dict()),
+            "model_cfg": model.config,
+            "train_cfg": cfg,
+            "validator": ray.put(validator) if validator is not None else None,
+            "threads": threads_per_worker,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=settings.train_workers,
+            use_gpu=False,
+            resources_per_worker={"CPU": settings.train_cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=f"{settings.s3_bucket}/ray-train",
+            storage_filesystem=s3_filesystem(settings),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {run_name} finished without a checkpoint")
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(result.checkpoint.to_directory(folder))
+        state = torch.load(local / "weights.pt", map_location="cpu", weights_only=True)
+        history = json.loads((local / "history.json").read_text())
+    model.load_state_dict(state)
     model.eval()
     return history

@@ -17,9 +17,16 @@ def similarity_distillation_loss(
     """KL(teacher ‖ student) between each query's softmax over the batch's passages.
 
     The student learns to rank the in-batch passages as the teacher does, so the two vector
-    spaces never need the same size. All inputs are L2-normalised rows.
+    spaces never need the same size. All inputs are L2-normalised rows. A teacher row holding
+    NaN (no cached vector) is left out: a query without one is skipped, a passage without one
+    is not a candidate.
     """
-    student = (student_queries @ student_passages.T) / student_temperature
+    query_ok = torch.isfinite(teacher_queries).all(dim=1)
+    passage_ok = torch.isfinite(teacher_passages).all(dim=1)
+    if query_ok.sum() == 0 or passage_ok.sum() < 2:
+        return student_queries.sum() * 0.0
+    student = (student_queries[query_ok] @ student_passages[passage_ok].T) / student_temperature
     with torch.no_grad():
-        teacher = F.softmax((teacher_queries @ teacher_passages.T) / teacher_temperature, dim=1)
+        scores = teacher_queries[query_ok] @ teacher_passages[passage_ok].T
+        teacher = F.softmax(scores / teacher_temperature, dim=1)
     return F.kl_div(F.log_softmax(student, dim=1), teacher, reduction="batchmean")

@@ -1,0 +1,57 @@
+"""Hard negatives for the training queries, mined with BM25 over the corpus.
+
+A BM25 neighbour that shares words with the query but is not its answer teaches the towers
+more than a random passage. Two guards keep likely positives out: a candidate whose text is
+contained in the positive (the train-pair positives are corpus passages with a title prefix)
+is skipped, and, when teacher vectors are given, so is a candidate the teacher scores within
+``teacher_margin`` of the positive (MS MARCO has many unjudged relevant passages).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.bm25 import BM25Index
+
+
+def mine_bm25_negatives(
+    index: BM25Index,
+    text_of: dict[int, str],
+    queries: list[str],
+    positives: list[str],
+    per_query: int = 4,
+    depth: int = 30,
+    seed: int = 13,
+    teacher_queries: np.ndarray | None = None,
+    teacher_positives: np.ndarray | None = None,
+    teacher_passage: dict[int, np.ndarray] | None = None,
+    teacher_margin: float = 0.05,
+    batch: int = 512,
+) -> list[list[int]]:
+    """Up to ``per_query`` negative pids per query, drawn (seeded) from its BM25 top ``depth``."""
+    if len(queries) != len(positives):
+        raise ValueError(f"{len(queries)} queries but {len(positives)} positives")
+    use_teacher = teacher_queries is not None
+    rng = np.random.default_rng(seed)
+    mined: list[list[int]] = []
+    from tqdm import tqdm
+
+    for start in tqdm(range(0, len(queries), batch), desc="BM25 negatives", unit="batch"):
+        pids, _ = index.search(queries[start : start + batch], k=depth)
+        for offset, row in enumerate(pids):
+            i = start + offset
+            positive = positives[i]
+            candidates = [int(p) for p in row if text_of[int(p)] not in positive]
+            if use_teacher and candidates:
+                # NaN = no cached vector: such a pair is not filtered (NaN compares False).
+                ceiling = float(teacher_queries[i] @ teacher_positives[i]) - teacher_margin
+                candidates = [
+                    p
+                    for p in candidates
+                    if not float(teacher_queries[i] @ teacher_passage[p]) >= ceiling
+                ]
+            if len(candidates) > per_query:
+                keep = np.sort(rng.choice(len(candidates), per_query, replace=False))
+                candidates = [candidates[j] for j in keep]
+            mined.append(candidates)
+    return mined

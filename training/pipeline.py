@@ -1,0 +1,205 @@
+"""Build a model version end to end and publish it.
+
+    word2vec → BM25 (+ hard negatives) → training examples (+ cached teacher vectors)
+    → Ray Train (TorchTrainer, DDP) → Faiss shards → evaluation (dev, DL19) → ArtifactStore
+
+``ensure_version(settings)`` is what `twotower up` calls: it reuses the live version, or trains
+``settings.profile`` and publishes it. ``build_version`` is what `twotower train` calls.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cluster.config import Settings
+from training import datasets
+from training.index import IndexConfig
+from training.model import ModelConfig, TwoTower
+from training.train import TrainConfig
+from training.trainset import DataConfig
+from training.word2vec import Word2VecConfig
+
+
+@dataclass
+class Profile:
+    """Everything that defines a training run besides the seed and the cluster."""
+
+    name: str
+    word2vec: Word2VecConfig
+    model: dict  # ModelConfig fields except vocab_size / embed_dim (those come from the data)
+    train: TrainConfig
+    data: DataConfig
+    index: IndexConfig = field(default_factory=IndexConfig)
+    vocab_min_count: int = 2
+    ablation: bool = True  # also train the mean-pooling ablation (for `twotower eval`)
+
+
+PROFILES: dict[str, Profile] = {
+    # ≤ 5 minutes on 2 idle cores: the demo and CI.
+    "quick": Profile(
+        name="quick",
+        word2vec=Word2VecConfig(dim=128, epochs=2),
+        model=dict(hidden_dim=128, dim=256, max_passage_len=64, pooling="attention"),
+        train=TrainConfig(epochs=1, batch_size=64),
+        data=DataConfig(ict=4000),
+    ),
+    # ≤ 45 minutes on 2 idle cores: the best settings found (docs/quality.md).
+    "full": Profile(
+        name="full",
+        word2vec=Word2VecConfig(dim=128, epochs=5),
+        model=dict(hidden_dim=192, dim=256, max_passage_len=96, pooling="attention"),
+        train=TrainConfig(epochs=2, batch_size=64),
+        data=DataConfig(ict=20000),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown training profile {name!r}; choose one of {sorted(PROFILES)}")
+    return PROFILES[name]
+
+
+def connect_ray(settings: Settings) -> bool:
+    """Join the configured Ray cluster, or start a private local one. True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if settings.ray_address:
+        ray.init(address=settings.ray_address)
+        return False
+    for attempt in range(3):  # a head on a busy machine can miss Ray's 30 s start-up window
+        try:
+            ray.init(num_cpus=settings.ray_num_cpus, include_dashboard=False)
+            return True
+        except Exception as err:  # Ray raises a bare Exception for this
+            if "timed out during startup" not in str(err) or attempt == 2:
+                raise
+            ray.shutdown()
+    return True
+
+
+def build_version(
+    settings: Settings,
+    profile: Profile,
+    out_dir: Path,
+    eval_splits: tuple[str, ...] = ("dev", "dl19"),
+    log=print,
+) -> dict:
+    """Train ``profile`` on Ray Train and write a complete version folder; returns its metrics."""
+    from training.bm25 import BM25Index
+    from training.compare import ABLATION_DIR
+    from training.examples import ExampleSet
+    from training.model import save_model
+    from training.teacher import TeacherCache
+    from training.text import Tokenizer
+    from training.train import HoldoutValidator, fit_ray, seed_everything
+    from training.trainset import build_training_data
+    from training.version import write_version
+    from training.word2vec import embedding_matrix, train_word2vec
+
+    seed = settings.seed
+    seed_everything(seed)
+    timings: dict[str, float] = {}
+    started = clock = time.time()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        timings[name] = round(time.time() - clock, 1)
+        log(f"[{profile.name}] {name}: {timings[name]}s")
+        clock = time.time()
+
+    collection = datasets.load_collection()
+    train_queries = datasets.training_queries()  # never an evaluation query
+    tokenizer = Tokenizer.build(collection.texts + train_queries, profile.vocab_min_count)
+    w2v = train_word2vec(collection.texts + train_queries, profile.word2vec, seed)
+    lap("word2vec")
+
+    bm25 = BM25Index.build(collection.pids, collection.texts, progress=True)
+    teacher = TeacherCache.load() if profile.data.teacher else None
+    data = build_training_data(profile.data, seed, bm25=bm25, teacher=teacher)
+    model_cfg = ModelConfig(
+        vocab_size=len(tokenizer), embed_dim=profile.word2vec.dim, **profile.model
+    )
+    examples = ExampleSet.build(data.examples, tokenizer, model_cfg, data.teacher)
+    lap("examples")
+
+    model = TwoTower(model_cfg, embedding_matrix(w2v, tokenizer, seed))
+    rng_pool = collection.texts[:: max(1, len(collection) // 2000)]
+    validator = HoldoutValidator(
+        [p.query for p in data.holdout], [p.positive for p in data.holdout], rng_pool,
+        tokenizer, model_cfg,
+    )  # fmt: skip
+    cfg = TrainConfig.from_dict({**profile.train.to_dict(), "seed": seed})
+    history = fit_ray(settings, model, examples, cfg, validator, run_name=out_dir.name)
+    lap("train")
+
+    if profile.ablation:
+        # The seed's architecture, trained on the same examples with the same losses.
+        ablation_cfg = ModelConfig.from_dict({**model_cfg.to_dict(), "encoder": "meanpool"})
+        ablation = TwoTower(ablation_cfg, embedding_matrix(w2v, tokenizer, seed))
+        ablation_history = fit_ray(
+            settings, ablation, examples, cfg, validator, run_name=f"{out_dir.name}-meanpool"
+        )
+        save_model(
+            out_dir / ABLATION_DIR, ablation, tokenizer,
+            {"profile": profile.name, "train": cfg.to_dict(), "history": ablation_history},
+        )  # fmt: skip
+        lap("train_meanpool")
+
+    eval_sets = {s: (datasets.load_queries(s), datasets.load_qrels(s)) for s in eval_splits}
+    training_info = {
+        "profile": profile.name,
+        "seed": seed,
+        "train": cfg.to_dict(),
+        "data": profile.data.to_dict(),
+        "word2vec": vars(profile.word2vec),
+        "examples": data.counts,
+        "history": history,
+        "workers": settings.train_workers,
+    }
+    metrics = write_version(
+        out_dir, model, tokenizer, collection, profile.index, training_info, eval_sets, True
+    )
+    lap("index+eval")
+    metrics["timings"] = {**timings, "total": round(time.time() - started, 1)}
+    log(f"[{profile.name}] done in {metrics['timings']['total']}s: {metrics}")
+    return metrics
+
+
+def train_and_publish(settings: Settings, profile_name: str | None = None) -> str:
+    """Build a version of the profile in a temporary folder, publish it, return its id."""
+    import json
+
+    from cluster.artifacts import ArtifactStore
+
+    profile = get_profile(profile_name or settings.profile)
+    store = ArtifactStore.from_settings(settings)
+    started_ray = connect_ray(settings)
+    try:
+        with tempfile.TemporaryDirectory(prefix="twotower-version-") as folder:
+            out = Path(folder) / store.new_version_id()
+            metrics = build_version(settings, profile, out)
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            manifest = store.upload_version(out, version=out.name, extra={"profile": profile.name})
+            store.set_latest(manifest.version)
+            return manifest.version
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def ensure_version(settings: Settings) -> str:
+    """The live version; trains ``settings.profile`` and publishes it if the store has none."""
+    from cluster.artifacts import ArtifactStore
+
+    live = ArtifactStore.from_settings(settings).latest()
+    return live or train_and_publish(settings)

@@ -1,0 +1,141 @@
+"""Assemble the training examples of a version from the TRAINING data only.
+
+Ingredients, each a setting so its effect can be measured:
+- labelled pairs (train.pairs.tsv) with a BM25-mined hard negative;
+- the given triples (train.triples.tsv);
+- inverse-cloze pseudo-queries: a span of a passage → that passage (self-supervised);
+- teacher vectors from the shipped cache for distillation (all-MiniLM-L6-v2, offline).
+
+A fixed slice of the labelled pairs is held out (never trained on) to report validation
+metrics per epoch, so dev and DL19 stay untouched until the final evaluation.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from training import datasets
+from training.bm25 import BM25Index
+from training.examples import Example
+from training.negatives import mine_bm25_negatives
+from training.pseudo_queries import inverse_cloze_spans
+from training.teacher import SPAN_SEED, TeacherCache
+
+
+@dataclass
+class DataConfig:
+    pairs: bool = True
+    triples: bool = True
+    ict: int = 44000  # inverse-cloze examples (0 = none, at most one per passage)
+    bm25_negatives: bool = True  # else a random corpus passage
+    teacher: bool = True  # attach teacher vectors (distillation) and filter false negatives
+    holdout_pairs: int = 300  # labelled pairs kept out of training for validation
+    max_pairs: int | None = None  # cap the labelled pairs (quick profiles)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainingData:
+    examples: list[Example]
+    teacher: np.ndarray | None  # (n, 3, d) aligned with examples
+    holdout: list[datasets.TrainPair]
+    counts: dict[str, int]
+
+
+def _assert_no_evaluation_queries(queries: list[str]) -> None:
+    evaluation = datasets.evaluation_query_texts()
+    leaked = [q for q in queries if q.strip().lower() in evaluation]
+    if leaked:
+        raise ValueError(
+            f"{len(leaked)} evaluation queries in the training data, e.g. {leaked[0]!r}"
+        )
+
+
+def build_training_data(
+    cfg: DataConfig,
+    seed: int,
+    bm25: BM25Index | None = None,
+    teacher: TeacherCache | None = None,
+) -> TrainingData:
+    collection = datasets.load_collection()
+    text_of = collection.text_of()
+    corpus_row = {text: i for i, text in enumerate(collection.texts)}
+    rng = random.Random(seed)
+    if cfg.teacher and teacher is None:
+        teacher = TeacherCache.load()
+    if cfg.bm25_negatives and bm25 is None:
+        bm25 = BM25Index.build(collection.pids, collection.texts)
+
+    missing = np.full(384, np.nan, dtype=np.float32)
+
+    def teacher_vector(text: str) -> np.ndarray:
+        """The cached vector, or NaN (distillation then leaves it out; a partial cache)."""
+        row = corpus_row.get(text)
+        vector = teacher.passage(row) if row is not None else teacher.vector_of(text)
+        return missing if vector is None else vector
+
+    pairs = list(datasets.load_train_pairs())
+    random.Random(seed).shuffle(pairs)
+    holdout, pairs = pairs[: cfg.holdout_pairs], pairs[cfg.holdout_pairs :]
+    if cfg.max_pairs is not None:
+        pairs = pairs[: cfg.max_pairs]
+    examples: list[Example] = []
+    counts: dict[str, int] = {}
+
+    if cfg.pairs and pairs:
+        queries = [p.query for p in pairs]
+        positives = [p.positive for p in pairs]
+        if cfg.bm25_negatives:
+            kwargs = {}
+            if cfg.teacher:
+                kwargs = dict(
+                    teacher_queries=np.stack([teacher_vector(q) for q in queries]),
+                    teacher_positives=np.stack([teacher_vector(p) for p in positives]),
+                    teacher_passage={
+                        pid: teacher_vector(text)
+                        for pid, text in zip(collection.pids, collection.texts, strict=True)
+                    },
+                )
+            mined = mine_bm25_negatives(bm25, text_of, queries, positives, seed=seed, **kwargs)
+        else:
+            mined = [[] for _ in pairs]
+        for pair, negatives in zip(pairs, mined, strict=True):
+            negative = text_of[rng.choice(negatives)] if negatives else rng.choice(collection.texts)
+            examples.append(Example(pair.query, pair.positive, negative, source="pairs"))
+        counts["pairs"] = len(pairs)
+
+    if cfg.triples:
+        triples = datasets.load_train_triples()
+        examples += [Example(t.query, t.positive, t.negative, source="triples") for t in triples]
+        counts["triples"] = len(triples)
+
+    if cfg.ict > 0:
+        # The same seeded spans the teacher cache encoded.
+        spans = teacher.spans if teacher else inverse_cloze_spans(collection.texts, SPAN_SEED)
+        rows = rng.sample(range(len(collection)), min(cfg.ict, len(collection)))
+        for row in rows:
+            negative = collection.texts[rng.randrange(len(collection))]
+            examples.append(Example(spans[row], collection.texts[row], negative, source="ict"))
+        counts["ict"] = len(rows)
+
+    _assert_no_evaluation_queries([e.query for e in examples])
+    vectors = None
+    if cfg.teacher:
+        vectors = np.stack(
+            [
+                np.stack(
+                    [
+                        teacher_vector(e.query),
+                        teacher_vector(e.positive),
+                        teacher_vector(e.negative),
+                    ]
+                )
+                for e in examples
+            ]
+        ).astype(np.float16)
+    return TrainingData(examples, vectors, holdout, counts)
