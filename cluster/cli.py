@@ -98,6 +98,71 @@ def evaluate(
     typer.echo(format_table(table))
 
 
+# --------------------------------------------------------------------------- serving
+@app.command()
+def deploy(
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the Serve config (YAML) for the live version only."
+    ),
+) -> None:
+    """Deploy or refresh the Serve app from the settings (what `serve deploy` does with
+    deployments/serve_config.yaml); a running app moves versions without downtime."""
+    from cluster.config import get_settings
+
+    settings = get_settings()
+    if print_config:
+        import yaml
+
+        from deployments.app import serve_config
+        from deployments.versions import target_version
+
+        live = target_version(settings)
+        typer.echo(yaml.safe_dump(serve_config(settings, [live], live), sort_keys=False))
+        return
+    from deployments.app import deploy as deploy_app
+
+    deploy_app(settings)
+    typer.echo(f"serving on {settings.api_base_url}")
+
+
+@app.command()
+def rollout(
+    version: str = typer.Argument(None, help="Version to make live (default: the store's LATEST)."),
+) -> None:
+    """Switch the live model version with zero failed requests and no mixed versions."""
+    from cluster.config import get_settings
+    from deployments.rollout import rollout as do_rollout
+
+    typer.echo(f"live version: {do_rollout(get_settings(), version)}")
+
+
+@app.command()
+def rollback() -> None:
+    """Return to the previously live version, the same way as a rollout."""
+    from cluster.config import get_settings
+    from deployments.rollout import rollback as do_rollback
+
+    typer.echo(f"live version: {do_rollback(get_settings())}")
+
+
+@app.command()
+def bench(
+    requests: int = typer.Option(2000, "--requests", "-n", min=10, help="Requests per level."),
+    max_seconds: float = typer.Option(60.0, "--max-seconds", help="Time cap per level."),
+    concurrency: str = typer.Option("1,8,32", "--concurrency", help="Comma-separated levels."),
+    scale: bool = typer.Option(True, "--scale/--no-scale", help="Also run the 1M-passage test."),
+    scale_passages: int = typer.Option(1_000_000, "--scale-passages", min=10_000),
+) -> None:
+    """Load-test the running app on loopback and compare with the in-process bound."""
+    from monitoring.bench import main as bench_main
+
+    from cluster.config import get_settings
+
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    bench_main(get_settings(), levels, requests, max_seconds, scale, scale_passages)
+
+
+# --------------------------------------------------------------------------- model
 # --------------------------------------------------------------------------- learning loop
 @app.command()
 def reinforce(

@@ -58,9 +58,13 @@ class Settings(BaseSettings):
     shard_replicas: int = 1
     encoder_min_replicas: int = 1
     encoder_max_replicas: int = 2
-    encoder_target_ongoing_requests: float = 8.0
-    encoder_batch_size: int = 32
+    encoder_target_ongoing_requests: float = 2.0  # in-flight *batches* per encoder replica
+    encoder_upscale_delay_s: float = 10.0  # Serve autoscaler: sustained load before adding
+    encoder_downscale_delay_s: float = 60.0  # ... and sustained calm before removing a replica
+    encoder_batch_size: int = 32  # also the ingress's batch: queries per fan-out
     encoder_batch_wait_s: float = 0.004
+    ingress_replicas: int = 1
+    shard_resource_prefix: str = ""  # "shard-" = shard i needs custom resource "shard-i"
     max_ongoing_requests: int = 256
     max_query_chars: int = 512
     max_k: int = 100

@@ -1,0 +1,229 @@
+"""The Serve application: its builder, its config, and `deploy(settings)`.
+
+The app is deployed declaratively (the same schema as ``serve deploy``): the import path and
+args are fixed, and everything that changes at run time (which versions are loaded, the live
+one, batch size and wait) travels in each deployment's ``user_config``. Serve applies a
+``user_config``-only change in place, by calling ``reconfigure`` on the running replicas,
+which is what makes rollouts cheap and safe (see docs/serving.md).
+
+- ``serve run deployments/serve_config.yaml`` / ``serve deploy deployments/serve_config.yaml``
+  use :func:`build_app`, which loads the store's live version.
+- ``twotower deploy`` renders :func:`serve_config` from the settings and applies it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from cluster.config import Settings, get_settings
+
+APP_NAME = "twotower"
+IMPORT_PATH = "deployments.app:build_app"
+ENCODER, INGRESS = "QueryEncoder", "SearchIngress"
+REPLICA_CPUS = 0.1  # logical CPUs per replica: each replica runs one thread anyway
+CODE_FILES = ("deployments", "training/model.py", "training/text.py", "training/index.py")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shard_name(shard_id: int) -> str:
+    return f"IndexShard{shard_id}"
+
+
+def code_hash() -> str:
+    """Hash of the code replicas run: a code change makes Serve restart them, a version
+    change (user_config only) does not."""
+    digest = hashlib.sha256()
+    for entry in CODE_FILES:
+        path = REPO / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- deployment options
+def encoder_user_config(settings: Settings, versions: list[str]) -> dict:
+    return {
+        "versions": list(versions),
+        "max_batch_size": settings.encoder_batch_size,
+        "batch_wait_timeout_s": settings.encoder_batch_wait_s,
+    }
+
+
+def ingress_user_config(settings: Settings, live: str) -> dict:
+    return {
+        "live": live,
+        "max_batch_size": settings.encoder_batch_size,
+        "batch_wait_timeout_s": settings.encoder_batch_wait_s,
+    }
+
+
+def deployment_options(settings: Settings, versions: list[str], live: str) -> list[dict]:
+    """Per-deployment options (the `deployments:` list of a Serve config)."""
+    encoder = {
+        "name": ENCODER,
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "autoscaling_config": {
+            "min_replicas": settings.encoder_min_replicas,
+            "max_replicas": settings.encoder_max_replicas,
+            "target_ongoing_requests": settings.encoder_target_ongoing_requests,
+            "upscale_delay_s": settings.encoder_upscale_delay_s,
+            "downscale_delay_s": settings.encoder_downscale_delay_s,
+        },
+        "ray_actor_options": {"num_cpus": REPLICA_CPUS},
+        "user_config": encoder_user_config(settings, versions),
+    }
+    shards = []
+    for shard_id in range(settings.num_shards):
+        actor: dict[str, Any] = {"num_cpus": REPLICA_CPUS}
+        if settings.shard_resource_prefix:
+            actor["resources"] = {f"{settings.shard_resource_prefix}{shard_id}": 0.01}
+        shards.append(
+            {
+                "name": shard_name(shard_id),
+                "num_replicas": settings.shard_replicas,
+                "max_ongoing_requests": settings.max_ongoing_requests,
+                "ray_actor_options": actor,
+                "user_config": {"versions": list(versions)},
+            }
+        )
+    ingress = {
+        "name": INGRESS,
+        "num_replicas": settings.ingress_replicas,
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": REPLICA_CPUS},
+        "user_config": ingress_user_config(settings, live),
+    }
+    return [encoder, *shards, ingress]
+
+
+def serve_config(settings: Settings, versions: list[str], live: str) -> dict:
+    """The whole Serve config (ServeDeploySchema) for these loaded versions and live one."""
+    if live not in versions:
+        raise ValueError(f"the live version {live} must be among the loaded {versions}")
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": settings.host, "port": settings.serve_port},
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": IMPORT_PATH,
+                "args": {"num_shards": settings.num_shards, "code": code_hash()},
+                "deployments": deployment_options(settings, versions, live),
+            }
+        ],
+    }
+
+
+# ---------------------------------------------------------------------- the builder
+def build_app(args: dict | None = None):
+    """Application builder for ``serve run/deploy``: the graph, with the live version of the
+    store (or the pinned one) as the initial user_config."""
+    from deployments.encoder import QueryEncoderDeployment
+    from deployments.ingress import SearchIngress
+    from deployments.shard import IndexShardDeployment
+    from deployments.versions import target_version
+
+    settings = get_settings()
+    num_shards = int((args or {}).get("num_shards", settings.num_shards))
+    live = target_version(settings)
+    options = {o["name"]: o for o in deployment_options(settings, [live], live)}
+
+    def configured(deployment, name: str):
+        opts = {k: v for k, v in options[name].items() if k != "name"}
+        return deployment.options(name=name, **opts)
+
+    encoder = configured(QueryEncoderDeployment, ENCODER).bind()
+    shards = [
+        configured(IndexShardDeployment, shard_name(i)).bind(i)
+        for i in range(num_shards)
+        if shard_name(i) in options
+    ]
+    if len(shards) != num_shards:
+        raise ValueError(f"args ask for {num_shards} shards, settings.num_shards is different")
+    return configured(SearchIngress, INGRESS).bind(encoder, shards)
+
+
+# ---------------------------------------------------------------------- applying a config
+def connect(settings: Settings) -> None:
+    """Join the configured Ray cluster (no-op inside one)."""
+    import ray
+
+    if not ray.is_initialized():
+        # `ray start` turns on token auth by default, but ray.init with an explicit address
+        # only uses the local token (~/.ray/auth_token) when told to: do what "auto" does.
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        ray.init(
+            address=settings.ray_connect_address,
+            namespace="serve",
+            log_to_driver=False,
+            configure_logging=False,
+        )
+
+
+def _client(http_options: dict):
+    from ray.serve._private.api import serve_start  # what `serve run/deploy` use
+
+    return serve_start(http_options=http_options)
+
+
+def current_config() -> dict | None:
+    """{deployment name: user_config} of the running app, or None when it is not deployed."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return None
+    details = client.get_serve_details()
+    app = details.get("applications", {}).get(APP_NAME)
+    if not app or app.get("status") in ("DELETING", "NOT_STARTED"):
+        return None
+    return {
+        name: (info.get("deployment_config") or {}).get("user_config")
+        for name, info in app.get("deployments", {}).items()
+    }
+
+
+def apply(config: dict, timeout_s: float = 600.0) -> None:
+    """Submit a Serve config and wait until every replica runs it (user_config applied)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    client = _client(config["http_options"])
+    client.deploy_apps(ServeDeploySchema.model_validate(config))
+    wanted = {d["name"]: d.get("user_config") for d in config["applications"][0]["deployments"]}
+    deadline = time.monotonic() + timeout_s
+    status = None
+    while time.monotonic() < deadline:
+        details = client.get_serve_details()
+        app = details.get("applications", {}).get(APP_NAME) or {}
+        status = app.get("status")
+        if status == "DEPLOY_FAILED":
+            raise RuntimeError(f"deploying {APP_NAME} failed: {app.get('message')}")
+        deployments = app.get("deployments", {})
+        done = status == "RUNNING" and all(
+            name in deployments
+            and (deployments[name].get("deployment_config") or {}).get("user_config") == conf
+            and deployments[name].get("status") == "HEALTHY"
+            for name, conf in wanted.items()
+        )
+        if done:
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"{APP_NAME} did not reach the new config in {timeout_s:.0f}s ({status})")
+
+
+def deploy(settings: Settings | None = None) -> None:
+    """Deploy the app, or refresh it: a running app moves to the target version through a
+    rollout (zero downtime); a fresh one starts with the target version loaded."""
+    from deployments.rollout import rollout
+
+    settings = settings or get_settings()
+    connect(settings)
+    rollout(settings)

@@ -1,0 +1,133 @@
+"""The HTTP API of the deployed app (real Ray Serve, real S3, real PostgreSQL)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import psycopg
+import pytest
+
+from training.index import load_shards, search_shards
+from training.model import QueryEncoder
+
+QUERIES = ["what is botulism", "how long should you boil an egg", "symptoms of the flu"]
+
+
+@pytest.fixture(scope="module")
+def api(serving):
+    with httpx.Client(base_url=serving.api_base_url, timeout=30) as client:
+        yield client
+
+
+def test_search_returns_the_same_ten_results_as_an_in_process_search(api, tiny_version):
+    _, version, version_dir = tiny_version
+    encoder, shards = QueryEncoder.load(version_dir), load_shards(version_dir)
+    scores, pids = search_shards(shards, encoder.encode(QUERIES), 10)
+    for i, query in enumerate(QUERIES):
+        response = api.post("/search", json={"query": query})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["version"] == version and body["mode"] == "dense"
+        assert body["latency_ms"] > 0 and len(body["search_id"]) == 36
+        results = body["results"]
+        assert [r["rank"] for r in results] == list(range(1, 11))
+        assert [r["pid"] for r in results] == pids[i].tolist()
+        np.testing.assert_allclose([r["score"] for r in results], scores[i], rtol=1e-4)
+        assert all(r["text"] for r in results)
+
+
+def test_hybrid_mode_and_k(api):
+    response = api.post("/search", json={"query": "botulism bacteria", "k": 25, "mode": "hybrid"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["mode"] == "hybrid" and len(body["results"]) == 25
+    scores = [r["score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    # BM25 pulls in passages that literally say "botulism"
+    assert any("botulism" in r["text"].lower() for r in body["results"][:5])
+
+
+def test_search_is_logged_and_feedback_accepted(api, serving):
+    body = api.post("/search", json={"query": "symptoms of the flu", "session_id": "s-1"}).json()
+    shown = body["results"][2]["pid"]
+    response = api.post(
+        "/feedback", json={"search_id": body["search_id"], "pid": shown, "kind": "click"}
+    )
+    assert response.status_code == 200 and response.json() == {"ok": True}
+    deadline = time.monotonic() + 20
+    rows = []
+    while time.monotonic() < deadline and not rows:
+        with psycopg.connect(serving.dsn) as conn:
+            rows = conn.execute(
+                "SELECT f.pid, f.kind, f.rank FROM feedback f WHERE f.search_id = %s",
+                (body["search_id"],),
+            ).fetchall()
+        time.sleep(0.2)
+    assert rows == [(shown, "click", 3)]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "phrase"),
+    [
+        ({"query": ""}, 422, "empty"),
+        ({"query": "   \t\n "}, 422, "empty"),
+        ({"query": "x" * 513}, 422, "limit is 512"),
+        ({"query": "flu", "k": 0}, 422, "between 1 and 100"),
+        ({"query": "flu", "k": 101}, 422, "between 1 and 100"),
+        ({"query": "flu", "k": "ten"}, 422, "k"),
+        ({"query": "flu", "mode": "sparse"}, 422, "mode"),
+        ({"k": 10}, 422, "query"),
+        ({"query": 42}, 422, "query"),
+    ],
+)
+def test_bad_search_input_gets_a_4xx_with_a_message(api, payload, status, phrase):
+    response = api.post("/search", json=payload)
+    assert response.status_code == status, response.text
+    assert phrase in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"query": "flu"', b"not json at all", b'{"query": "caf\xe9"}', b"\xff\xfe\x00garbage"],
+)
+def test_malformed_or_non_utf8_bodies_get_a_4xx(api, raw):
+    response = api.post("/search", content=raw, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["detail"]
+
+
+def test_lone_surrogate_in_the_query_gets_a_422(api):
+    raw = b'{"query": "bad \\udcff surrogate"}'  # valid JSON, not encodable as UTF-8
+    response = api.post("/search", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "UTF-8" in response.json()["detail"]
+
+
+def test_bad_feedback_gets_a_4xx(api):
+    body = api.post("/search", json={"query": "capital of france", "k": 5}).json()
+    shown = {r["pid"] for r in body["results"]}
+    not_shown = next(p for p in range(10**6) if p not in shown)
+    cases = [
+        ({"search_id": "0c1f9f6e-3c0e-4d5e-9a53-2f3a3c9b0d11", "pid": 1, "kind": "click"}, 404),
+        ({"search_id": body["search_id"], "pid": not_shown, "kind": "click"}, 422),
+        ({"search_id": body["search_id"], "pid": next(iter(shown)), "kind": "like"}, 422),
+        ({"search_id": "not-a-uuid", "pid": 1, "kind": "click"}, 422),
+        ({"search_id": body["search_id"], "pid": -1, "kind": "click"}, 422),
+    ]
+    for payload, status in cases:
+        response = api.post("/feedback", json=payload)
+        assert response.status_code == status, (payload, response.text)
+        assert response.json()["detail"]
+
+
+def test_status_endpoints(api, tiny_version):
+    _, version, _ = tiny_version
+    assert api.get("/healthz").json() == {"status": "ok", "version": version}
+    assert api.get("/version").json()["version"] == version
+    versions = api.get("/versions").json()
+    assert versions["live"] == version
+    assert any(v["version"] == version and v["live"] for v in versions["versions"])
+    assert "runs" in api.get("/runs").json()
+    assert api.get("/openapi.json").json()["paths"].keys() >= {"/search", "/feedback"}
+    assert api.get("/docs").status_code == 200
