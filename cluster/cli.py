@@ -154,9 +154,8 @@ def bench(
     scale_passages: int = typer.Option(1_000_000, "--scale-passages", min=10_000),
 ) -> None:
     """Load-test the running app on loopback and compare with the in-process bound."""
-    from monitoring.bench import main as bench_main
-
     from cluster.config import get_settings
+    from monitoring.bench import main as bench_main
 
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
     bench_main(get_settings(), levels, requests, max_seconds, scale, scale_passages)
