@@ -35,8 +35,8 @@ from cluster.config import REPO_ROOT, Settings
 
 QUERY_FILES = ("queries.dev.tsv.gz", "queries.test.tsv.gz", "queries.dl19.tsv.gz")
 DATA_DIR = REPO_ROOT / "training" / "data" / "msmarco"
-LOADGEN_NICE = 19
-INPROCESS_NICE = 15  # Ray starts its workers (so every Serve replica) at nice 15
+LOADGEN_NICE = 19  # below every replica: the generator must not starve what it measures
+RAY_WORKER_NICE = 15  # Ray's default niceness for its workers, so for every Serve replica
 
 
 @dataclass
@@ -298,6 +298,23 @@ def scale_test(
 
 
 # ---------------------------------------------------------------------- the command
+def replica_nice(settings: Settings) -> int:
+    """The niceness the app's replicas run at (the in-process bound runs at the same)."""
+    import psutil
+
+    from deployments.app import APP_NAME, INGRESS, connect
+
+    try:
+        from ray.serve.context import _get_global_client
+
+        connect(settings)
+        details = _get_global_client().get_serve_details()
+        replica = details["applications"][APP_NAME]["deployments"][INGRESS]["replicas"][0]
+        return psutil.Process(replica["pid"]).nice()
+    except Exception:  # not on the app's machine, or no access: assume Ray's default
+        return RAY_WORKER_NICE
+
+
 def _in_child(func: str, payload: dict, nice: int, timeout_s: float) -> list | dict:
     """Run ``func(**payload)`` of this module in a child process at ``nice``; JSON back."""
     code = (
@@ -337,8 +354,14 @@ def main(
 
     health = httpx.get(f"{settings.api_base_url}/healthz", timeout=10).json()
     version = health["version"]
-    console.print(f"live version {version} at {settings.api_base_url}")
     version_dir = ArtifactStore.from_settings(settings).download(version)
+    nice = replica_nice(settings)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    console.print(
+        f"live version {version} at {settings.api_base_url}; {os.cpu_count()} cores, "
+        f"load average {load}; replicas and in-process bound at nice {nice}, "
+        f"load generator at nice {LOADGEN_NICE}"
+    )
 
     served = [served_level(settings.api_base_url, c, total, max_s) for c in levels]
     bound = [
@@ -352,7 +375,7 @@ def main(
                 "max_s": max_s,
                 "batch_size": settings.encoder_batch_size,
             },
-            INPROCESS_NICE,
+            nice,
             timeout_s=len(levels) * (max_s + 60) + 120,
         )
     ]
