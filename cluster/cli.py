@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
+
+# Read by Ray when it is first imported: without it a driver rewrites 127.0.0.1 to the machine's
+# external address and cannot reach the local stack's head, which listens on loopback only.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 

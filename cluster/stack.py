@@ -288,6 +288,7 @@ def up(services_only: bool = False, settings: Settings | None = None) -> None:
 
 def _start_product(settings: Settings) -> None:
     """The trained model and the Serve app (owned by training/ and deployments/)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported
     try:
         from deployments.app import deploy
         from training.pipeline import ensure_version
