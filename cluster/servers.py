@@ -373,6 +373,11 @@ class RayHead:
             **self.env,
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0",
+            # `ray start` turns token auth on whenever ~/.ray/auth_token exists (any earlier
+            # ray.init() writes one), but drivers given an explicit address never turn it on,
+            # so they could not connect. The head listens on loopback only; an explicit
+            # RAY_AUTH_MODE in the environment still wins (then drivers must set it too).
+            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
         }
         result = subprocess.run(
             cmd, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
