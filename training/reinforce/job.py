@@ -13,6 +13,7 @@ records the watermark it consumed (``_repair``).
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -82,8 +83,12 @@ def run_once(
     *,
     force: bool = False,
     build_candidate: CandidateBuilder | None = None,
+    roll_out: Callable[[Settings, str], object] | None = None,
 ) -> RunResult:
-    """One run. ``force`` ignores ``reinforce_min_events`` (``twotower reinforce --now``)."""
+    """One run. ``force`` ignores ``reinforce_min_events`` (``twotower reinforce --now``).
+    ``build_candidate`` and ``roll_out`` default to the real fine-tune and
+    ``deployments.rollout.rollout``; tests swap them to build a bad model or to run without
+    a Serve app."""
     from cluster.artifacts import ArtifactStore
     from cluster.logstore import LogStore
 
@@ -94,14 +99,14 @@ def run_once(
         logs = LogStore(settings)
         store = ArtifactStore.from_settings(settings)
         try:
-            result = _run_locked(settings, logs, store, force, build_candidate)
+            result = _run_locked(settings, logs, store, force, build_candidate, roll_out)
         finally:
             logs.close()
     result.seconds = round(time.monotonic() - started, 2)
     return result
 
 
-def _run_locked(settings, logs, store, force, build_candidate) -> RunResult:
+def _run_locked(settings, logs, store, force, build_candidate, roll_out) -> RunResult:
     _repair(logs, store)
     live = store.latest()
     if live is None:
@@ -121,7 +126,7 @@ def _run_locked(settings, logs, store, force, build_candidate) -> RunResult:
     run_id = logs.start_run(parent_version=live, watermark_from=watermark)
     result = RunResult("failed", "", run_id, live, None, watermark, new_watermark, events_used=0)
     try:
-        _train_and_gate(settings, logs, store, rows, result, build_candidate)
+        _train_and_gate(settings, logs, store, rows, result, build_candidate, roll_out)
     except BaseException as exc:  # record why, then let it propagate (KeyboardInterrupt too)
         result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"
         _finish(logs, result, advance=False)
@@ -129,13 +134,20 @@ def _run_locked(settings, logs, store, force, build_candidate) -> RunResult:
     return result
 
 
-def _train_and_gate(settings, logs, store, rows, result: RunResult, build_candidate) -> None:
+def _train_and_gate(
+    settings, logs, store, rows, result: RunResult, build_candidate, roll_out
+) -> None:
     from training.reinforce.evaluation import evaluate_for_gate
     from training.reinforce.events import events_from_rows
+    from training.reinforce.finetune import bm25_miner, parent_collection
     from training.reinforce.splits import untrainable_queries
 
+    live_dir = store.download(result.parent)
     data = build_log_data(
-        events_from_rows(rows), triplet_config(settings), untrainable=untrainable_queries()
+        events_from_rows(rows),
+        triplet_config(settings),
+        untrainable=untrainable_queries(),
+        mine=bm25_miner(parent_collection(live_dir), settings.seed),
     )
     result.events_used, result.triplets = data.events_used, len(data.train)
     if not data.train:
@@ -147,7 +159,6 @@ def _train_and_gate(settings, logs, store, rows, result: RunResult, build_candid
         _finish(logs, result, advance=True)  # consumed: nothing in them will ever train
         return
 
-    live_dir = store.download(result.parent)
     with tempfile.TemporaryDirectory(prefix="reinforce-") as tmp:
         candidate_dir = (build_candidate or fine_tune_candidate)(
             settings, live_dir, data, Path(tmp) / "candidate"
@@ -157,6 +168,7 @@ def _train_and_gate(settings, logs, store, rows, result: RunResult, build_candid
         decision = decide(
             live_metrics, candidate_metrics, settings.gate_tolerance, len(data.holdout)
         )
+        _merge_metrics(candidate_dir, candidate_metrics)
         result.metrics = {
             "live": live_metrics,
             "candidate": candidate_metrics,
@@ -169,20 +181,21 @@ def _train_and_gate(settings, logs, store, rows, result: RunResult, build_candid
         )
     result.candidate = manifest.version
     if decision.passed:
-        _publish(settings, store, result)
+        _publish(settings, store, result, roll_out)
         result.status, result.reason = "published", decision.reason
     else:
         result.status, result.reason = "rejected", decision.reason
     _finish(logs, result, advance=True)
 
 
-def _publish(settings: Settings, store, result: RunResult) -> None:
+def _publish(settings: Settings, store, result: RunResult, roll_out) -> None:
     """Move LATEST, then switch serving; put LATEST back if the switch fails."""
-    from deployments.rollout import rollout
+    if roll_out is None:
+        from deployments.rollout import rollout as roll_out
 
     store.set_latest(result.candidate)
     try:
-        rollout(settings, result.candidate)
+        roll_out(settings, result.candidate)
     except Exception:
         store.set_latest(result.parent)
         raise
@@ -228,6 +241,13 @@ def _repair(logs, store) -> None:
     if consumed is not None and consumed > logs.get_watermark():
         log.warning("watermark behind the live version's data; advancing to %s", consumed)
         logs.set_watermark(consumed)
+
+
+def _merge_metrics(version_dir: Path, metrics: dict) -> None:
+    """The candidate's metrics.json (hence its manifest) carries the gate's evaluation."""
+    path = Path(version_dir) / "metrics.json"
+    current = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**current, **metrics}, indent=2) + "\n")
 
 
 def _row_id(row) -> int:

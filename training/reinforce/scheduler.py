@@ -80,6 +80,7 @@ class Scheduler:
         result = run_in_subprocess(self.settings, timeout_s=self.settings.reinforce_run_timeout_s)
         result["at"] = time.time()
         self.last, self.runs = result, self.runs + 1
+        record_metrics(result)
         return result
 
     def status(self) -> dict:
@@ -93,6 +94,27 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def record_metrics(result: dict) -> None:
+    """Export a run's outcome through Ray's metrics pipeline (monitoring/metrics.py). Called in
+    the long-lived actor, so the series survive the short-lived run process."""
+    from monitoring.metrics import loop_metrics
+
+    outcome = {"no_data": "skipped"}.get(result["status"], result["status"])
+    metrics = loop_metrics()
+    metrics.runs.inc(1, tags={"outcome": outcome})
+    if result.get("seconds"):
+        metrics.run_duration_s.observe(result["seconds"], tags={"outcome": outcome})
+    if outcome != "failed":
+        metrics.last_success_ts.set(time.time())
+    if outcome == "published":
+        for split, values in result.get("metrics", {}).get("candidate", {}).items():
+            for name, value in values.items():
+                metrics.live_version_metric.set(
+                    value,
+                    tags={"version": result["candidate"], "metric": f"{split}.{name.lower()}"},
+                )
 
 
 def _child_settings(settings: Settings) -> Settings:

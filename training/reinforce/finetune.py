@@ -1,0 +1,150 @@
+"""Fine-tune the live version on log triplets + replay, on Ray Train, into a candidate folder.
+
+- Starts from the live version's weights and training config (lower learning rate, short
+  warm-up: it is a nudge, not a retrain).
+- Mixes the weighted log triplets with ``reinforce_replay_ratio`` x as many replayed examples
+  of the original training data (MS MARCO train triples and pairs; never an evaluation query),
+  so the model does not forget what it knew for the sake of what users clicked this hour.
+- Trains with the model's ``fit_ray`` (Ray Train ``TorchTrainer``, ``reinforce_workers`` CPU
+  DDP workers); checkpoints go to S3 (``s3://<bucket>/ray-train/reinforce-<time>``).
+- Re-encodes the parent's passages with the new passage tower into a fresh index, so the
+  candidate is a complete version (same layout, same corpus) ready for the gate.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cluster.config import Settings
+from training import datasets
+from training.examples import Example, ExampleSet
+from training.index import IndexConfig, load_shards, read_index_meta
+from training.model import load_model, read_config
+from training.reinforce.triplets import LogData
+from training.train import TrainConfig
+
+log = logging.getLogger(__name__)
+LR_SCALE = 0.5  # fine-tuning learning rate = the parent's x this
+
+
+def log_examples(data: LogData, texts: dict[int, str]) -> list[Example]:
+    """Triplet pids -> texts; a pid missing from the corpus is skipped (and counted)."""
+    examples = [
+        Example(t.query, texts[t.positive], texts[t.negative], t.weight, source="feedback")
+        for t in data.train
+        if t.positive in texts and t.negative in texts
+    ]
+    if len(examples) < len(data.train):
+        log.warning("%d triplets name passages outside the corpus", len(data.train) - len(examples))
+    return examples
+
+
+def replay_examples(count: int, negatives: list[str], seed: int) -> list[Example]:
+    """A seeded sample of the original training data: train triples as they are, train pairs
+    with a random corpus passage as the negative. Weight 1."""
+    rng = random.Random(seed)
+    pool = [Example(t.query, t.positive, t.negative) for t in datasets.load_train_triples()]
+    pool += [
+        Example(p.query, p.positive, rng.choice(negatives)) for p in datasets.load_train_pairs()
+    ]
+    guard = datasets.evaluation_query_texts()
+    pool = [e for e in pool if e.query.strip().lower() not in guard]
+    return rng.sample(pool, min(count, len(pool)))
+
+
+def parent_collection(version_dir: Path) -> datasets.Collection:
+    """The passages the parent indexed, in its order (a tiny version indexes a slice)."""
+    pids = np.concatenate([shard.pids for shard in load_shards(version_dir)])
+    text = datasets.load_collection().text_of()
+    return datasets.Collection([int(p) for p in pids], [text[int(p)] for p in pids])
+
+
+def fine_tune_config(parent_dir: Path, settings: Settings) -> TrainConfig:
+    parent = read_config(parent_dir).get("training", {}).get("train", {})
+    base = TrainConfig.from_dict(parent) if parent else TrainConfig()
+    return TrainConfig.from_dict(
+        {
+            **base.to_dict(),
+            "epochs": settings.reinforce_epochs,
+            "lr": base.lr * LR_SCALE,
+            "embedding_lr": base.embedding_lr * LR_SCALE,
+            "warmup_steps": 5,
+            "seed": settings.seed,
+        }
+    )
+
+
+def bm25_miner(collection: datasets.Collection, seed: int, depth: int = 10):
+    """``mine(query, positives) -> pid | None``: a seeded pick among the query's BM25 top
+    ``depth`` that is not a known positive. The index is built on first use only."""
+    from training.bm25 import BM25Index
+
+    rng = random.Random(seed)
+    index: list[BM25Index] = []
+
+    def mine(query: str, positives: set[int]) -> int | None:
+        if not index:
+            index.append(BM25Index.build(collection.pids, collection.texts))
+        pids, scores = index[0].search([query], k=depth)
+        candidates = [int(p) for p, s in zip(pids[0], scores[0], strict=True) if s > 0]
+        candidates = [p for p in candidates if p not in positives]
+        return rng.choice(candidates) if candidates else None
+
+    return mine
+
+
+def fine_tune_from_logs(settings: Settings, live_dir: Path, data: LogData, out: Path) -> Path:
+    import ray
+
+    from training.train import fit_ray
+    from training.version import write_version
+
+    started = time.time()
+    model, tokenizer = load_model(live_dir)
+    collection = parent_collection(live_dir)
+    feedback = log_examples(data, datasets.load_collection().text_of())
+    if not feedback:
+        raise ValueError("no log triplet names a passage of the corpus")
+    replay = replay_examples(
+        int(len(feedback) * settings.reinforce_replay_ratio), collection.texts, settings.seed
+    )
+    examples = ExampleSet.build(feedback + replay, tokenizer, model.config)
+    cfg = fine_tune_config(live_dir, settings)
+
+    if not ray.is_initialized():
+        ray.init(address=settings.ray_connect_address)
+    run_name = f"reinforce-{time.strftime('%Y%m%d-%H%M%S')}-{random.randrange(16**4):04x}"
+    history = fit_ray(
+        settings.model_copy(update={"train_workers": settings.reinforce_workers}),
+        model,
+        examples,
+        cfg,
+        run_name=run_name,
+    )
+    trained_at = time.time()
+    write_version(
+        out,
+        model,
+        tokenizer,
+        collection,
+        IndexConfig.from_dict(read_index_meta(live_dir)),
+        {
+            "profile": "reinforce",
+            "train": cfg.to_dict(),
+            "examples": {"feedback": len(feedback), "replay": len(replay)},
+            "checkpoint": f"s3://{settings.s3_bucket}/ray-train/{run_name}",
+            "history": history,
+            "train_seconds": round(trained_at - started, 2),
+        },
+        {},
+    )
+    log.info(
+        "fine-tuned on %d feedback + %d replay examples in %.0fs, index in %.0fs",
+        len(feedback), len(replay), trained_at - started, time.time() - trained_at,
+    )  # fmt: skip
+    return out
