@@ -150,8 +150,11 @@ def build_app(args: dict | None = None):
 # ---------------------------------------------------------------------- applying a config
 def connect(settings: Settings) -> None:
     """Join the configured Ray cluster (no-op inside one)."""
+    import os
+
     import ray
 
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on loopback
     if not ray.is_initialized():
         # `ray start` turns on token auth by default, but ray.init with an explicit address
         # only uses the local token (~/.ray/auth_token) when told to: do what "auto" does.
