@@ -1,0 +1,49 @@
+"""The Serve config: the file for `serve run/deploy`, and the one `twotower deploy` applies."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from cluster.config import REPO_ROOT
+from deployments.app import ENCODER, IMPORT_PATH, INGRESS, build_app, serve_config
+
+
+def test_the_config_file_is_a_valid_serve_config_for_the_builder():
+    raw = yaml.safe_load((REPO_ROOT / "deployments" / "serve_config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(raw)
+    assert schema.applications[0].import_path == IMPORT_PATH
+    assert schema.http_options.host == "127.0.0.1" and schema.http_options.port == 8000
+
+
+def test_settings_shape_the_applied_config(settings):
+    custom = settings.model_copy(
+        update={"num_shards": 3, "shard_replicas": 2, "encoder_max_replicas": 4,
+                "encoder_batch_size": 16, "shard_resource_prefix": "shard-"}
+    )  # fmt: skip
+    config = serve_config(custom, ["a", "b"], "b")
+    ServeDeploySchema.model_validate(config)  # what Serve itself accepts
+    deployments = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    assert set(deployments) == {ENCODER, INGRESS, "IndexShard0", "IndexShard1", "IndexShard2"}
+    assert deployments[ENCODER]["autoscaling_config"]["max_replicas"] == 4
+    assert deployments[ENCODER]["user_config"]["versions"] == ["a", "b"]
+    assert deployments[ENCODER]["user_config"]["max_batch_size"] == 16
+    assert deployments["IndexShard2"]["num_replicas"] == 2
+    assert deployments["IndexShard2"]["ray_actor_options"]["resources"] == {"shard-2": 0.01}
+    assert deployments[INGRESS]["user_config"]["live"] == "b"
+    limits = {d["max_ongoing_requests"] for d in deployments.values()}
+    assert limits == {settings.max_ongoing_requests}
+
+
+def test_the_live_version_must_be_loaded(settings):
+    with pytest.raises(ValueError, match="must be among the loaded"):
+        serve_config(settings, ["a"], "b")
+
+
+def test_the_builder_serves_the_store_s_live_version(tiny_version):
+    _, version, _ = tiny_version
+    app = build_app({"num_shards": 2})
+    ingress = app._bound_deployment
+    assert ingress.name == INGRESS
+    assert ingress._deployment_config.user_config["live"] == version
