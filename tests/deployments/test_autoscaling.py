@@ -38,7 +38,7 @@ def test_encoder_scales_up_under_load_and_down_after(serving):
     )
     apply(serve_config(fast, [version], version))
     try:
-        assert running_encoders() == 1
+        assert wait_for(lambda: running_encoders() == 1, 60)  # calm after earlier tests
         with Load(serving.api_base_url, clients=16) as load:
             scaled_up = wait_for(lambda: running_encoders() >= 2, 60)
         assert scaled_up, "no second encoder replica under load"
