@@ -158,13 +158,14 @@ def bench(
     concurrency: str = typer.Option("1,8,32", "--concurrency", help="Comma-separated levels."),
     scale: bool = typer.Option(True, "--scale/--no-scale", help="Also run the 1M-passage test."),
     scale_passages: int = typer.Option(1_000_000, "--scale-passages", min=10_000),
+    served: bool = typer.Option(True, "--served/--no-served", help="Load-test the running app."),
 ) -> None:
     """Load-test the running app on loopback and compare with the in-process bound."""
     from cluster.config import get_settings
     from monitoring.bench import main as bench_main
 
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
-    bench_main(get_settings(), levels, requests, max_seconds, scale, scale_passages)
+    bench_main(get_settings(), levels, requests, max_seconds, scale, scale_passages, served)
 
 
 # --------------------------------------------------------------------------- model

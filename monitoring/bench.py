@@ -206,8 +206,12 @@ class ScaleResult:
     recall_at_10: float
 
 
-def synthetic_corpus(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
-    """Unit vectors around random centres: clustered like real embeddings, not uniform noise."""
+def synthetic_corpus(n: int, dim: int, clusters: int, seed: int, spread: float = 1.0) -> np.ndarray:
+    """Unit vectors around random centres: clustered like real embeddings, not uniform noise.
+
+    ``spread`` 1.0 puts a point as far from its centre as the centre is from the origin, so two
+    passages of one cluster have cosine ≈ 0.5: loose topics, not tight blobs (which would make
+    IVF look better than it is)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
     out = np.empty((n, dim), dtype=np.float32)
@@ -215,7 +219,7 @@ def synthetic_corpus(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
     for start in range(0, n, step):
         rows = min(step, n - start)
         chunk = centres[rng.integers(0, clusters, rows)]
-        chunk += 0.6 * rng.standard_normal((rows, dim)).astype(np.float32)
+        chunk += spread * rng.standard_normal((rows, dim)).astype(np.float32)
         out[start : start + rows] = chunk
     faiss_normalise(out)
     return out
@@ -244,9 +248,8 @@ def scale_test(
     corpus = synthetic_corpus(passages, dim, clusters=2000, seed=seed)
     rng = np.random.default_rng(seed + 1)
     picks = rng.integers(0, passages, queries)
-    q = corpus[picks] + 0.5 * rng.standard_normal((queries, dim)).astype(np.float32) / math.sqrt(
-        dim
-    )
+    noise = rng.standard_normal((queries, dim)).astype(np.float32) / math.sqrt(dim)
+    q = corpus[picks] + 0.5 * noise  # cosine ≈ 0.9 to one passage, like a good match
     faiss_normalise(q)
 
     began = time.perf_counter()
@@ -336,21 +339,12 @@ def _in_child(func: str, payload: dict, nice: int, timeout_s: float) -> list | d
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main(
-    settings: Settings,
-    levels: list[int],
-    total: int,
-    max_s: float,
-    scale: bool = True,
-    scale_passages: int = 1_000_000,
-) -> None:
-    from rich.console import Console
+def served_vs_inprocess(settings: Settings, levels: list[int], total: int, max_s: float, console):
+    """Served levels (HTTP) and the in-process bound at the same levels, as one table."""
+    import httpx
     from rich.table import Table
 
     from cluster.artifacts import ArtifactStore
-
-    console = Console(width=150)
-    import httpx
 
     health = httpx.get(f"{settings.api_base_url}/healthz", timeout=10).json()
     version = health["version"]
@@ -363,7 +357,7 @@ def main(
         f"load generator at nice {LOADGEN_NICE}"
     )
 
-    served = [served_level(settings.api_base_url, c, total, max_s) for c in levels]
+    rows = [served_level(settings.api_base_url, c, total, max_s) for c in levels]
     bound = [
         Level(**row)
         for row in _in_child(
@@ -385,7 +379,7 @@ def main(
     table.add_column("in-process QPS", justify="right")
     table.add_column("in-proc p50 ms", justify="right")
     table.add_column("served ÷ in-process", justify="right")
-    for s, b in zip(served, bound, strict=True):
+    for s, b in zip(rows, bound, strict=True):
         ratio = s.qps / b.qps if b.qps else float("nan")
         table.add_row(
             str(s.concurrency),
@@ -400,6 +394,22 @@ def main(
             f"{ratio:.0%}",
         )
     console.print(table)
+
+
+def main(
+    settings: Settings,
+    levels: list[int],
+    total: int,
+    max_s: float,
+    scale: bool = True,
+    scale_passages: int = 1_000_000,
+    served: bool = True,
+) -> None:
+    from rich.console import Console
+
+    console = Console(width=150)
+    if served:
+        served_vs_inprocess(settings, levels, total, max_s, console)
     if scale:
         console.print(f"scale: building {scale_passages:,} synthetic passages over 4 IVF shards…")
         result = ScaleResult(
