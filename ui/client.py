@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-TIMEOUT_S = 10.0
+TIMEOUT_S = 30.0  # a cold encoder on a busy machine can take seconds
 
 
 class BackendUnavailable(Exception):

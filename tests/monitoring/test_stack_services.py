@@ -7,12 +7,17 @@ from cluster.config import Settings
 from cluster.stack import services
 
 
+def local(**overrides) -> Settings:
+    """A stack that runs everything itself, whatever TWOTOWER_* the session fixtures set."""
+    return Settings(ray_address="", postgres_dsn="", s3_endpoint="", **overrides)
+
+
 def by_name(settings: Settings) -> dict:
     return {svc.name: svc for svc in services(settings)}
 
 
 def test_website_and_prometheus_are_managed_services(tmp_path):
-    settings = Settings(state_dir=tmp_path, ui_port=18501, prometheus_port=19090)
+    settings = local(state_dir=tmp_path, ui_port=18501, prometheus_port=19090, host="127.0.0.1")
     stack = by_name(settings)
     website = stack["website"]
     assert (website.stage, website.port, website.address) == (
@@ -30,4 +35,4 @@ def test_website_and_prometheus_are_managed_services(tmp_path):
 
 
 def test_compose_head_does_not_start_a_second_website(tmp_path):
-    assert "website" not in by_name(Settings(state_dir=tmp_path, start_website=False))
+    assert "website" not in by_name(local(state_dir=tmp_path, start_website=False))

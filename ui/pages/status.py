@@ -94,11 +94,27 @@ def show_versions() -> None:
         st.caption("The artifact store has no version yet.")
 
 
+RUN_COLUMNS = {
+    "started_at": "started",
+    "status": "outcome",
+    "parent_version": "from",
+    "candidate_version": "candidate",
+    "events_used": "events",
+    "reason": "why",
+}
+
+
+def run_row(run: dict) -> dict:
+    """The columns a person reads; the run's full metrics stay in the API and the log store."""
+    row = {label: run.get(key) for key, label in RUN_COLUMNS.items() if key in run}
+    return row or flat(run)
+
+
 def show_runs() -> None:
     st.subheader("Learning-loop runs")
     runs = rows(api().runs(), "runs")
     if runs:
-        st.dataframe([flat(r) for r in runs], hide_index=True, width="stretch")
+        st.dataframe([run_row(r) for r in runs], hide_index=True, width="stretch")
     else:
         st.caption("The learning loop has not run yet.")
 
