@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     profile: Literal["quick", "full"] = "quick"
     train_workers: int = 2
     train_cpus_per_worker: float = 0.5
+    # "ray" = Ray Train TorchTrainer (DDP, S3 checkpoints); "local" = the same loop in-process
+    # (for a machine too busy to host a Ray cluster; results are the same model and losses).
+    train_executor: Literal["ray", "local"] = "ray"
     seed: int = 13
 
     # --- Learning loop.

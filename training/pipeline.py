@@ -99,7 +99,7 @@ def build_version(
     from training.model import save_model
     from training.teacher import TeacherCache
     from training.text import Tokenizer
-    from training.train import HoldoutValidator, fit_ray, seed_everything
+    from training.train import HoldoutValidator, fit_local, fit_ray, seed_everything
     from training.trainset import build_training_data
     from training.version import write_version
     from training.word2vec import embedding_matrix, train_word2vec
@@ -137,16 +137,20 @@ def build_version(
         tokenizer, model_cfg,
     )  # fmt: skip
     cfg = TrainConfig.from_dict({**profile.train.to_dict(), "seed": seed})
-    history = fit_ray(settings, model, examples, cfg, validator, run_name=out_dir.name)
+
+    def fit(net: TwoTower, run_name: str) -> list[dict]:
+        if settings.train_executor == "local":
+            return fit_local(net, examples, cfg, validator, progress=True, log=log)
+        return fit_ray(settings, net, examples, cfg, validator, run_name=run_name)
+
+    history = fit(model, out_dir.name)
     lap("train")
 
     if profile.ablation:
         # The seed's architecture, trained on the same examples with the same losses.
         ablation_cfg = ModelConfig.from_dict({**model_cfg.to_dict(), "encoder": "meanpool"})
         ablation = TwoTower(ablation_cfg, embedding_matrix(w2v, tokenizer, seed))
-        ablation_history = fit_ray(
-            settings, ablation, examples, cfg, validator, run_name=f"{out_dir.name}-meanpool"
-        )
+        ablation_history = fit(ablation, f"{out_dir.name}-meanpool")
         save_model(
             out_dir / ABLATION_DIR, ablation, tokenizer,
             {"profile": profile.name, "train": cfg.to_dict(), "history": ablation_history},
@@ -161,8 +165,10 @@ def build_version(
         "data": profile.data.to_dict(),
         "word2vec": vars(profile.word2vec),
         "examples": data.counts,
+        "teacher": teacher.meta if teacher is not None else None,
         "history": history,
-        "workers": settings.train_workers,
+        "executor": settings.train_executor,
+        "workers": settings.train_workers if settings.train_executor == "ray" else 1,
     }
     metrics = write_version(
         out_dir, model, tokenizer, collection, profile.index, training_info, eval_sets, True
@@ -181,7 +187,7 @@ def train_and_publish(settings: Settings, profile_name: str | None = None) -> st
 
     profile = get_profile(profile_name or settings.profile)
     store = ArtifactStore.from_settings(settings)
-    started_ray = connect_ray(settings)
+    started_ray = connect_ray(settings) if settings.train_executor == "ray" else False
     try:
         with tempfile.TemporaryDirectory(prefix="twotower-version-") as folder:
             out = Path(folder) / store.new_version_id()

@@ -66,6 +66,7 @@ class TeacherCache:
     text_vectors: np.ndarray  # (n_texts, 384)
     text_index: dict[str, int]
     spans: list[str]  # inverse-cloze span of each passage, collection order
+    meta: dict  # meta.json: model, coverage (passages / texts encoded), dtype
 
     @classmethod
     def load(cls, directory: Path = TEACHER_DIR) -> TeacherCache:
@@ -80,6 +81,7 @@ class TeacherCache:
             text_vectors=load_vectors(directory / "texts.npy.gz"),
             text_index={text: i for i, text in enumerate(texts)},
             spans=_load_texts(directory / "spans.jsonl.gz"),
+            meta=json.loads(meta_path.read_text()),
         )
 
     def vector_of(self, text: str) -> np.ndarray | None:
@@ -166,6 +168,10 @@ def assemble_cache(directory: Path = TEACHER_DIR, work: Path = Path("/tmp/teache
     text_vectors = _done_chunks(work, "texts")
     texts = _training_side_texts(collection, spans)[: len(text_vectors)]
     passages = _done_chunks(work, "passages")
+    # A span's vector is only useful beside its passage's: ship the spans of covered rows.
+    useless = set(spans[len(passages) :]) - set(spans[: len(passages)])
+    keep = [i for i, text in enumerate(texts) if text not in useless]
+    texts, text_vectors = [texts[i] for i in keep], text_vectors[keep]
 
     directory.mkdir(parents=True, exist_ok=True)
     save_vectors(directory / "passages.npy.gz", passages)

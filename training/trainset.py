@@ -35,6 +35,12 @@ class DataConfig:
     holdout_pairs: int = 300  # labelled pairs kept out of training for validation
     max_pairs: int | None = None  # cap the labelled pairs (quick profiles)
 
+    def __post_init__(self) -> None:
+        if self.ict < 0 or self.holdout_pairs < 0 or (self.max_pairs or 0) < 0:
+            raise ValueError("ict, holdout_pairs and max_pairs must be >= 0")
+        if not (self.pairs or self.triples or self.ict):
+            raise ValueError("no training data: enable pairs, triples or ict")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
