@@ -35,14 +35,16 @@ def corpus_slice(passages: int) -> datasets.Collection:
     return datasets.Collection([full.pids[i] for i in rows], [full.texts[i] for i in rows])
 
 
-def tiny_examples(collection: datasets.Collection, pairs: int, seed: int) -> list[Example]:
+def tiny_examples(
+    collection: datasets.Collection, pairs: int, seed: int, ict: int | None = None
+) -> list[Example]:
     rng = random.Random(seed)
     examples = [
         Example(span, text, rng.choice(collection.texts), source="ict")
         for span, text in zip(
             inverse_cloze_spans(collection.texts, seed), collection.texts, strict=True
         )
-    ]
+    ][:ict]
     examples += [
         Example(pair.query, pair.positive, rng.choice(collection.texts), source="pairs")
         for pair in datasets.load_train_pairs()[:pairs]
@@ -53,8 +55,9 @@ def tiny_examples(collection: datasets.Collection, pairs: int, seed: int) -> lis
 def build_tiny_version(
     directory: Path,
     passages: int = 2000,
-    pairs: int = 600,
+    pairs: int = 400,
     epochs: int = 2,
+    ict: int = 1200,
     num_shards: int = 2,
     encoder: str = "rnn",
     seed: int = 13,
@@ -64,7 +67,7 @@ def build_tiny_version(
     started = time.time()
     seed_everything(seed)
     collection = corpus_slice(passages)
-    examples = tiny_examples(collection, pairs, seed)
+    examples = tiny_examples(collection, pairs, seed, ict)
     tokenizer = Tokenizer.build(collection.texts + [e.query for e in examples], min_count=2)
     w2v_cfg = Word2VecConfig(dim=48, epochs=5, window=5)
     w2v = train_word2vec(collection.texts + [e.query for e in examples], w2v_cfg, seed, False)
@@ -72,9 +75,9 @@ def build_tiny_version(
         vocab_size=len(tokenizer),
         embed_dim=w2v_cfg.dim,
         encoder=encoder,
-        hidden_dim=48,
+        hidden_dim=32,
         dim=48,
-        max_passage_len=48,
+        max_passage_len=40,
         next_token_cutoffs=[500],
     )
     model = TwoTower(model_cfg, embedding_matrix(w2v, tokenizer, seed))
