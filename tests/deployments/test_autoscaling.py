@@ -31,7 +31,7 @@ def test_encoder_scales_up_under_load_and_down_after(serving):
         update={
             "encoder_min_replicas": 1,
             "encoder_max_replicas": 2,
-            "encoder_target_ongoing_requests": 0.5,
+            "encoder_target_ongoing_requests": 0.2,  # ingress batches: few calls
             "encoder_upscale_delay_s": 1.0,
             "encoder_downscale_delay_s": 3.0,
         }
@@ -40,7 +40,7 @@ def test_encoder_scales_up_under_load_and_down_after(serving):
     try:
         assert wait_for(lambda: running_encoders() == 1, 60)  # calm after earlier tests
         with Load(serving.api_base_url, clients=16) as load:
-            scaled_up = wait_for(lambda: running_encoders() >= 2, 60)
+            scaled_up = wait_for(lambda: running_encoders() >= 2, 120)
         assert scaled_up, "no second encoder replica under load"
         assert load.responses and all(status == 200 for _, status, _ in load.responses)
         assert wait_for(lambda: running_encoders() == 1, 60), "did not scale back down"
