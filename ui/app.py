@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-PAGES = Path(__file__).parent / "pages"
+PAGES = Path(__file__).parent / "views"  # not "pages": Streamlit would auto-list it
 ICON = Path(__file__).parent / "assets" / "icon.png"
 
 st.set_page_config(page_title="Two-Tower Search", page_icon=str(ICON))  # a local file (CSP)

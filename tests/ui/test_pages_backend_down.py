@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from cluster.config import REPO_ROOT, get_settings
 
-SEARCH_PAGE = str(REPO_ROOT / "ui/pages/search.py")
-STATUS_PAGE = str(REPO_ROOT / "ui/pages/status.py")
+SEARCH_PAGE = str(REPO_ROOT / "ui/views/search.py")
+STATUS_PAGE = str(REPO_ROOT / "ui/views/status.py")
 
 
 def closed_port() -> int:

@@ -16,9 +16,11 @@ TRAFFIC_QUERIES = {
     "(rate(ray_serve_http_request_latency_ms_bucket[5m])))",
     "p99 latency": "histogram_quantile(0.99, sum by (le) "
     "(rate(ray_serve_http_request_latency_ms_bucket[5m])))",
-    "Server errors": 'sum(rate(ray_serve_num_http_requests_total{status_code=~"5.."}[5m])) '
-    "/ sum(rate(ray_serve_num_http_requests_total[5m]))",
+    # `or vector(0)`: no 5xx series at all means no server error, not "no data".
+    "Server errors": '(sum(rate(ray_serve_num_http_requests_total{status_code=~"5.."}[5m])) '
+    "or vector(0)) / sum(rate(ray_serve_num_http_requests_total[5m]))",
 }
+METRICS_PER_ROW = 4
 UNITS = {"Requests / s": "{:.2f}", "p50 latency": "{:.0f} ms", "p99 latency": "{:.0f} ms"}
 
 
@@ -80,11 +82,14 @@ def show_versions() -> None:
         st.markdown(f"`{live}`")
         metrics = (live_row or {}).get("metrics") or {}
         numbers = {k: v for k, v in flat({"metrics": metrics}).items() if _is_number(v)}
-        if numbers:
-            shown = list(numbers.items())[:8]
-            for column, (name, value) in zip(st.columns(len(shown)), shown, strict=True):
-                column.metric(name, f"{value:.4f}" if isinstance(value, float) else value)
-        else:
+        quality = {k: v for k, v in numbers.items() if "@" in k}  # MRR@10, nDCG@10, R@100
+        numbers = quality or numbers
+        shown = list(numbers.items())[:12]
+        for start in range(0, len(shown), METRICS_PER_ROW):  # rows of 4: values stay readable
+            row = shown[start : start + METRICS_PER_ROW]
+            for column, (name, value) in zip(st.columns(METRICS_PER_ROW), row, strict=False):
+                column.metric(name, f"{value:.3f}" if isinstance(value, float) else value)
+        if not numbers:
             st.caption("This version has no evaluation metrics.")
 
     st.subheader("Recent versions")
