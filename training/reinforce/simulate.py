@@ -164,7 +164,6 @@ def measure_change(base_dir, new_dir) -> dict:
 def trial(settings: Settings, sessions: int, seed: int, *, concurrency: int = 8) -> Trial:
     """K simulated sessions -> one learning-loop run -> metric change and click-to-live time."""
     from cluster.artifacts import ArtifactStore
-
     from training.reinforce.job import run_once
 
     base = live_version(settings)
