@@ -47,6 +47,14 @@ PROFILES: dict[str, Profile] = {
         train=TrainConfig(epochs=1, batch_size=64),
         data=DataConfig(ict=4000),
     ),
+    # A few CPU-minutes: a smoke run of the whole pipeline on a starved machine.
+    "micro": Profile(
+        name="micro",
+        word2vec=Word2VecConfig(dim=64, epochs=1),
+        model=dict(hidden_dim=64, dim=128, max_passage_len=48, pooling="attention"),
+        train=TrainConfig(epochs=1, batch_size=64),
+        data=DataConfig(ict=0),
+    ),
     # ≤ 45 minutes on 2 idle cores: the best settings found (docs/quality.md).
     "full": Profile(
         name="full",
