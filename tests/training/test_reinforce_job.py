@@ -72,7 +72,8 @@ def log_sessions(settings, version_dir: Path, sessions: int, seed: int) -> int:
 
 @pytest.fixture
 def loop(tiny_version, ray_local):
-    """Each test starts with the tiny version live and every earlier event consumed."""
+    """Each test starts with the tiny version live and every earlier event consumed, and
+    leaves it live again for the tests that follow."""
     settings, version, _ = tiny_version
     settings = settings.model_copy(update={"reinforce_workers": 2, "reinforce_epochs": 1})
     store = ArtifactStore.from_settings(settings)
@@ -81,7 +82,8 @@ def loop(tiny_version, ray_local):
     with LogStore(settings) as logs:
         logs.mark_stale_runs("left by an earlier test")
         logs.set_watermark(logs.latest_feedback_id())
-    return settings, store, version, directory
+    yield settings, store, version, directory
+    store.set_latest(version)
 
 
 def watermark(settings) -> int:

@@ -15,7 +15,7 @@ from training.reinforce.simulate import ClickModel, run_sessions, wait_until_ser
 
 
 @pytest.mark.timeout(900)
-def test_clicks_through_the_api_become_the_served_version(serving, tiny_version):
+def test_clicks_through_the_api_become_the_served_version(serving, tiny_version, request):
     _, base, _ = tiny_version
     # The tiny model is near-random, so the gate's verdict on it is noise: open the gate (its
     # rule is tested in test_reinforce_gate.py and rejection in test_reinforce_job.py).
@@ -35,6 +35,7 @@ def test_clicks_through_the_api_become_the_served_version(serving, tiny_version)
     assert stats.failures == [] and stats.clicks >= 5
 
     result = run_once(settings, force=True)  # the real rollout, no injection
+    request.addfinalizer(lambda: rollout(settings, base))  # later tests expect the tiny version
     assert result.status == "published", result.reason
     assert result.events_used == stats.clicks
     assert ArtifactStore.from_settings(settings).latest() == result.candidate
