@@ -287,18 +287,12 @@ def up(services_only: bool = False, settings: Settings | None = None) -> None:
 
 
 def _start_product(settings: Settings) -> None:
-    """The trained model and the Serve app (owned by training/ and deployments/)."""
+    """The trained model, the Serve app and the learning-loop scheduler."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported
-    try:
-        from deployments.app import deploy
-        from training.pipeline import ensure_version
-    except ModuleNotFoundError as err:
-        if err.name not in ("training.pipeline", "deployments.app"):
-            raise
-        raise StackError(
-            f"{err.name} is not available in this checkout, so the model and serving steps "
-            "cannot run; the services are up (`twotower up --services-only` stops here)"
-        ) from err
+    from deployments.app import deploy
+    from training.pipeline import ensure_version
+    from training.reinforce.scheduler import start_scheduler
+
     # Training and serving both join the stack's Ray head (not a private Ray of this process,
     # which would take the Serve app down with it when `up` exits).
     settings = settings.model_copy(update={"ray_address": settings.ray_connect_address})
@@ -308,6 +302,11 @@ def _start_product(settings: Settings) -> None:
     console.print("serving: deploying the Serve app")
     deploy(settings)
     console.print(f"serving: ready at {settings.api_base_url}")
+    start_scheduler(settings)
+    console.print(
+        f"learning loop: scheduler running (every {settings.reinforce_interval_s}s, "
+        f"at least {settings.reinforce_min_events} new feedback events)"
+    )
 
 
 def _print_addresses(settings: Settings, stack: list[Service], services_only: bool) -> None:
