@@ -6,13 +6,16 @@ for one of ours, and they are only ever stopped by that identity (never by name)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -121,3 +124,44 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
             return
         time.sleep(interval)
     raise TimeoutError(f"{what} was not ready after {timeout:.0f}s")
+
+
+class ManagedProcess:
+    """A long-lived server started in its own session and remembered in `pid_file`, so a later
+    `twotower` process can find it, check it and stop exactly it (never by name)."""
+
+    pid_file: Path
+
+    def healthy(self) -> bool:
+        raise NotImplementedError
+
+    def running(self) -> ProcessRef | None:
+        try:
+            ref = ProcessRef.from_json(json.loads(self.pid_file.read_text()))
+        except (OSError, ValueError, KeyError):
+            return None
+        return ref if ref.alive() else None
+
+    def stop(self) -> None:
+        ref = self.running()
+        if ref is not None:
+            terminate([ref])
+        self.pid_file.unlink(missing_ok=True)
+
+    def spawn(
+        self, cmd: list[str], *, log: Path, cwd: Path, timeout: float, what: str, env=None
+    ) -> ProcessRef:
+        """Start `cmd`, record it, wait until it answers; one that never does is stopped again."""
+        with open(log, "ab") as handle:
+            proc = subprocess.Popen(
+                cmd, env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        ref = ProcessRef.of(proc.pid)
+        self.pid_file.write_text(json.dumps(ref.to_json()))
+        try:
+            wait_until(lambda: proc.poll() is None and self.healthy(), timeout, what)
+        except TimeoutError:
+            self.stop()
+            raise
+        return ref

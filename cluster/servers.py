@@ -20,7 +20,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from cluster.processes import ProcessRef, free_ports, http_ok, terminate, wait_until
+from cluster.processes import ManagedProcess, ProcessRef, free_ports, http_ok, terminate, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -190,7 +190,7 @@ class EmbeddedPostgres:
 
 
 # --------------------------------------------------------------------------- SeaweedFS (S3)
-class SeaweedS3:
+class SeaweedS3(ManagedProcess):
     """SeaweedFS `weed mini` (master, volume, filer, S3 in one process) on loopback.
 
     Only the S3 port is configured by the user; the internal ports are picked free once and
@@ -248,13 +248,6 @@ class SeaweedS3:
             json.dump({"identities": [identity]}, f)
         return path
 
-    def running(self) -> ProcessRef | None:
-        try:
-            ref = ProcessRef.from_json(json.loads(self.pid_file.read_text()))
-        except (OSError, ValueError, KeyError):
-            return None
-        return ref if ref.alive() else None
-
     def start(self) -> ProcessRef:
         ref = self.running()
         if ref is not None:
@@ -273,32 +266,16 @@ class SeaweedS3:
             "-webdav=false", "-admin.ui=false",
             *(f"-{flag}={port}" for flag, port in ports.items()),
         ]  # fmt: skip
-        with open(self.data_dir / "weed.log", "ab") as log:
-            proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.data_dir, start_new_session=True,
-            )  # fmt: skip
-        ref = ProcessRef.of(proc.pid)
-        self.pid_file.write_text(json.dumps(ref.to_json()))
-        try:
-            wait_until(
-                lambda: proc.poll() is None and self.healthy(),
-                90,
-                f"SeaweedFS S3 on {self.address}",
-            )
-        except TimeoutError:
-            self.stop()
-            raise
-        return ref
+        return self.spawn(
+            cmd,
+            log=self.data_dir / "weed.log",
+            cwd=self.data_dir,
+            timeout=90,
+            what=f"SeaweedFS S3 on {self.address}",
+        )
 
     def healthy(self) -> bool:
         return http_ok(f"{self.endpoint}/healthz")
-
-    def stop(self) -> None:
-        ref = self.running()
-        if ref is not None:
-            terminate([ref])
-        self.pid_file.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- Ray head

@@ -8,16 +8,14 @@ configured no-fresh-model limit.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import httpx
 import yaml
 
 from cluster.config import Settings
-from cluster.processes import ProcessRef, http_ok, terminate, wait_until
+from cluster.processes import ManagedProcess, ProcessRef, http_ok
 
 HERE = Path(__file__).resolve().parent
 CONFIG_TEMPLATE = HERE / "prometheus.yml"
@@ -63,7 +61,7 @@ def render(settings: Settings, out_dir: Path, discovery: Path) -> Path:
     return path
 
 
-class PrometheusServer:
+class PrometheusServer(ManagedProcess):
     """`prometheus` on host:port with its data in `data_dir`; stopped by the PID it started.
 
     The config is rendered into `data_dir` at every start, so a changed port or Ray temp dir
@@ -82,13 +80,6 @@ class PrometheusServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    def running(self) -> ProcessRef | None:
-        try:
-            ref = ProcessRef.from_json(json.loads(self.pid_file.read_text()))
-        except (OSError, ValueError, KeyError):
-            return None
-        return ref if ref.alive() else None
 
     def healthy(self) -> bool:
         return http_ok(f"{self.url}/-/ready")
@@ -111,30 +102,14 @@ class PrometheusServer:
             f"--web.listen-address={self.host}:{self.port}",
             "--web.enable-lifecycle",
         ]
-        with open(self.data_dir / "prometheus.log", "ab") as log:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.data_dir,
-                start_new_session=True,
-            )
-        ref = ProcessRef.of(proc.pid)
-        self.pid_file.write_text(json.dumps(ref.to_json()))
-        try:
-            wait_until(lambda: proc.poll() is None and self.healthy(), timeout, self.url)
-        except TimeoutError:
-            self.stop()
-            raise
-        return ref
+        return self.spawn(
+            cmd,
+            log=self.data_dir / "prometheus.log",
+            cwd=self.data_dir,
+            timeout=timeout,
+            what=self.url,
+        )
 
     def reload(self) -> None:
         """Ask the running server to re-read its config (POST /-/reload, lifecycle API)."""
         httpx.post(f"{self.url}/-/reload", timeout=5).raise_for_status()
-
-    def stop(self) -> None:
-        ref = self.running()
-        if ref is not None:
-            terminate([ref])
-        self.pid_file.unlink(missing_ok=True)

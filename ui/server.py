@@ -7,19 +7,17 @@ read there through `get_settings()` like everywhere else.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from cluster.config import REPO_ROOT, Settings
-from cluster.processes import ProcessRef, http_ok, terminate, wait_until
+from cluster.processes import ManagedProcess, ProcessRef, http_ok
 
 APP = REPO_ROOT / "ui" / "app.py"
 
 
-class WebsiteServer:
+class WebsiteServer(ManagedProcess):
     def __init__(self, settings: Settings, run_dir: Path, port: int | None = None):
         self.settings = settings
         self.host = settings.host
@@ -48,13 +46,6 @@ class WebsiteServer:
             "TWOTOWER_PROMETHEUS_URL": self.settings.prometheus_base_url,
         }
 
-    def running(self) -> ProcessRef | None:
-        try:
-            ref = ProcessRef.from_json(json.loads(self.pid_file.read_text()))
-        except (OSError, ValueError, KeyError):
-            return None
-        return ref if ref.alive() else None
-
     def healthy(self) -> bool:
         return http_ok(f"{self.url}/_stcore/health")
 
@@ -63,27 +54,11 @@ class WebsiteServer:
         if ref is not None:
             return ref
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "website.log", "ab") as log:
-            proc = subprocess.Popen(
-                self.command(),
-                env=self.env(),
-                cwd=REPO_ROOT,  # picks up .streamlit/config.toml
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        ref = ProcessRef.of(proc.pid)
-        self.pid_file.write_text(json.dumps(ref.to_json()))
-        try:
-            wait_until(lambda: proc.poll() is None and self.healthy(), timeout, self.url)
-        except TimeoutError:
-            self.stop()
-            raise
-        return ref
-
-    def stop(self) -> None:
-        ref = self.running()
-        if ref is not None:
-            terminate([ref])
-        self.pid_file.unlink(missing_ok=True)
+        return self.spawn(
+            self.command(),
+            env=self.env(),
+            cwd=REPO_ROOT,  # picks up .streamlit/config.toml
+            log=self.run_dir / "website.log",
+            timeout=timeout,
+            what=self.url,
+        )
