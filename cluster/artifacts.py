@@ -100,6 +100,22 @@ def _safe_relpath(relpath: str) -> str:
     return relpath
 
 
+def minio_client(settings: Settings) -> Minio:
+    """An S3 client for the configured server (SeaweedFS locally, MinIO in compose)."""
+    endpoint = settings.s3_address
+    secure = settings.s3_secure
+    if "://" in endpoint:  # accept "http://host:port" as well as "host:port"
+        parsed = urlparse(endpoint)
+        endpoint, secure = parsed.netloc, parsed.scheme == "https"
+    return Minio(
+        endpoint,
+        access_key=settings.s3_access_key.get_secret_value(),
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        secure=secure,
+        region=settings.s3_region,
+    )
+
+
 class ArtifactStore:
     def __init__(self, client: Minio, bucket: str, cache_dir: Path):
         self.client = client
@@ -109,19 +125,7 @@ class ArtifactStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArtifactStore:
-        endpoint = settings.s3_address
-        secure = settings.s3_secure
-        if "://" in endpoint:  # accept "http://host:port" as well as "host:port"
-            parsed = urlparse(endpoint)
-            endpoint, secure = parsed.netloc, parsed.scheme == "https"
-        client = Minio(
-            endpoint,
-            access_key=settings.s3_access_key.get_secret_value(),
-            secret_key=settings.s3_secret_key.get_secret_value(),
-            secure=secure,
-            region=settings.s3_region,
-        )
-        return cls(client, settings.s3_bucket, settings.cache_dir)
+        return cls(minio_client(settings), settings.s3_bucket, settings.cache_dir)
 
     def _ensure_bucket(self) -> None:
         if self.client.bucket_exists(self.bucket):

@@ -134,19 +134,11 @@ def _s3(settings: Settings) -> Service:
 
 
 def _s3_reachable(settings: Settings) -> bool:
-    from minio import Minio
+    from cluster.artifacts import minio_client
 
-    endpoint = settings.s3_address.split("://")[-1]
-    secure = settings.s3_secure or settings.s3_address.startswith("https://")
-    client = Minio(
-        endpoint,
-        access_key=settings.s3_access_key.get_secret_value(),
-        secret_key=settings.s3_secret_key.get_secret_value(),
-        secure=secure,
-        region=settings.s3_region,
-    )
-    client.bucket_exists(settings.s3_bucket)  # raises unless reachable and the keys work;
-    # health only: the bucket is created by the artifact store, not here
+    # Raises unless the server answers and the keys work. Health only: the artifact store, not
+    # this check, creates the bucket.
+    minio_client(settings).bucket_exists(settings.s3_bucket)
     return True
 
 
