@@ -368,14 +368,16 @@ class RayHead:
     def processes(self) -> list[ProcessRef]:
         """Every live process of this head: those whose command line names our private temp
         folder (GCS, raylet, dashboard, monitors) and all their descendants (workers, agents,
-        dashboard modules, which rename themselves)."""
-        marker = str(self.temp_dir)
+        dashboard modules, which rename themselves), plus Ray Client proxies, which name only
+        our GCS address and outlive the driver that made them."""
+        markers = (str(self.temp_dir), f"--address={self.address}")
         me = psutil.Process()
         ourselves = {me.pid, *(p.pid for p in me.parents())}  # our own cmdline may name it too
         found: dict[int, ProcessRef] = {}
         for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
             cmdline = proc.info["cmdline"] or []
-            if proc.info["pid"] in ourselves or not any(marker in part for part in cmdline):
+            named = any(marker in part for part in cmdline for marker in markers)
+            if proc.info["pid"] in ourselves or not named:
                 continue
             try:
                 family = [proc, *proc.children(recursive=True)]
