@@ -92,11 +92,19 @@ def evaluate(
         resolve_version,
     )
 
+    settings = get_settings()
     try:
         systems = parse_systems(system)
         topics, judgments = load_eval_files(Path(queries), Path(qrels))
-        version_dir = resolve_version(get_settings(), version)
-        table = compare(version_dir, topics, judgments, systems, Path(run_out) if run_out else None)
+        version_dir = resolve_version(settings, version)
+        table = compare(
+            version_dir,
+            topics,
+            judgments,
+            systems,
+            Path(run_out) if run_out else None,
+            hybrid_weight=settings.hybrid_dense_weight,
+        )
     except (ValueError, FileNotFoundError, LookupError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     max_ongoing_requests: int = 256
     max_query_chars: int = 512
     max_k: int = 100
+    hybrid_dense_weight: float = Field(0.3, ge=0.0, le=1.0)  # dense share of hybrid (tuned on dev)
     pinned_version: str | None = None  # None = follow the store's `latest` pointer
 
     # --- Website and monitoring.

@@ -34,12 +34,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cluster.artifacts import ArtifactStore
 from cluster.config import get_settings
 from cluster.logstore import FeedbackRecord, LogStore, ResultItem, SearchRecord
-from deployments.merge import Hit, merge_topk, rrf_fuse
+from deployments.merge import Hit, fuse_hits, merge_topk
 from monitoring.metrics import serving_metrics
+from training.fusion import FUSION_DEPTH
 
 log = logging.getLogger("ray.serve")
 
-HYBRID_DEPTH = 50  # each side of a hybrid search contributes its top max(k, 50) to the fusion
 CONCURRENT_BATCHES = 4  # batches in flight per ingress replica: encode one while another searches
 RECENT_SEARCHES = 50_000  # search_id -> shown pids kept in memory for instant feedback checks
 FEEDBACK_LOOKUP_WAIT_S = 1.0  # a search may still sit in the log store's write queue
@@ -56,7 +56,9 @@ app = FastAPI(
 class SearchRequest(BaseModel):
     query: str = Field(description="What to search for (not empty, at most max_query_chars).")
     k: int = Field(10, description="How many results (1..max_k).")
-    mode: Literal["dense", "hybrid"] = Field("dense", description="dense, or dense+BM25 (RRF).")
+    mode: Literal["dense", "hybrid"] = Field(
+        "dense", description="dense, or dense+BM25 (weighted score fusion)."
+    )
     session_id: str | None = Field(None, max_length=256)
 
 
@@ -249,7 +251,7 @@ class SearchIngress:
         out: list[list[Hit]] = [[] for _ in items]
         for version, rows in by_version.items():
             queries = [items[i][1] for i in rows]
-            depths = [items[i][2] if items[i][3] == "dense" else max(items[i][2], HYBRID_DEPTH)
+            depths = [items[i][2] if items[i][3] == "dense" else max(items[i][2], FUSION_DEPTH)
                       for i in rows]  # fmt: skip
             lexical = [items[i][1] if items[i][3] == "hybrid" else None for i in rows]
             vectors = await self.encoder.encode.remote(version, queries)
@@ -266,7 +268,7 @@ class SearchIngress:
                     out[i] = dense[:k]
                 else:
                     bm25 = merge_topk((p[1][j] for p in parts), depths[j])
-                    out[i] = rrf_fuse([dense, bm25], k)
+                    out[i] = fuse_hits(dense, bm25, self.settings.hybrid_dense_weight, k)
         return out
 
     def _remember(self, search_id: str, shown: dict[int, int]) -> None:

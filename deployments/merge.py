@@ -10,8 +10,9 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 
+from training.fusion import score_fusion
+
 Hit = tuple[float, int, str]
-RRF_K = 60  # the usual reciprocal-rank-fusion constant (Cormack et al. 2009)
 
 
 def _key(hit: Hit) -> tuple[float, int]:
@@ -23,13 +24,13 @@ def merge_topk(per_shard: Iterable[Sequence[Hit]], k: int) -> list[Hit]:
     return heapq.nsmallest(k, (hit for hits in per_shard for hit in hits), key=_key)
 
 
-def rrf_fuse(rankings: Sequence[Sequence[Hit]], k: int, rrf_k: int = RRF_K) -> list[Hit]:
-    """Reciprocal rank fusion of several rankings; the fused score replaces the original."""
-    scores: dict[int, float] = {}
-    texts: dict[int, str] = {}
-    for ranking in rankings:
-        for rank, (_, pid, text) in enumerate(ranking, 1):
-            scores[pid] = scores.get(pid, 0.0) + 1.0 / (rrf_k + rank)
-            texts[pid] = text
-    fused = [(score, pid, texts[pid]) for pid, score in scores.items()]
-    return heapq.nsmallest(k, fused, key=_key)
+def fuse_hits(
+    dense: Sequence[Hit], lexical: Sequence[Hit], dense_weight: float, k: int
+) -> list[Hit]:
+    """The hybrid ranking of a dense and a BM25 list (:func:`training.fusion.score_fusion`);
+    the fused score replaces the original."""
+    texts = {pid: text for _, pid, text in (*dense, *lexical)}
+    scores = score_fusion(
+        {pid: s for s, pid, _ in dense}, {pid: s for s, pid, _ in lexical}, dense_weight
+    )
+    return heapq.nsmallest(k, ((s, pid, texts[pid]) for pid, s in scores.items()), key=_key)

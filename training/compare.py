@@ -5,7 +5,8 @@ Systems:
 - ``bm25``: bm25s over the whole corpus with the dev-tuned k1/b;
 - ``meanpool``: the seed's architecture (mean of word2vec vectors + projection layers), trained
   with the same data and losses, stored in the version under ``ablations/meanpool/``;
-- ``hybrid``: reciprocal-rank fusion of ``rnn`` and ``bm25``.
+- ``hybrid``: score fusion of ``rnn`` and ``bm25`` (:mod:`training.fusion`), dense weight
+  ``hybrid_dense_weight``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from training import datasets
-from training.evaluate import COLUMNS, evaluate_run, reciprocal_rank_fusion, write_trec_run
+from training.evaluate import COLUMNS, evaluate_run, write_trec_run
 
 SYSTEMS = ("rnn", "bm25", "meanpool", "hybrid")
 ABLATION_DIR = "ablations/meanpool"
@@ -81,9 +82,10 @@ def compare(
     qrels: dict[str, dict[str, int]],
     systems: list[str],
     run_out: Path | None = None,
+    hybrid_weight: float = 0.3,
 ) -> dict[str, dict[str, float]]:
     """{system: {column: value}} for each requested system, in the given order."""
-    from training.systems import dense_run
+    from training.systems import dense_run, hybrid_run
 
     if not queries:
         raise ValueError("no queries to evaluate")
@@ -105,7 +107,7 @@ def compare(
                 raise ValueError(f"version {version_dir.name} holds no meanpool ablation")
             runs[system] = _dense_run_full_corpus(ablation, queries)
         else:
-            runs[system] = reciprocal_rank_fusion([run_of("rnn"), run_of("bm25")], depth=DEPTH)
+            runs[system] = hybrid_run(run_of("rnn"), run_of("bm25"), hybrid_weight)
         return runs[system]
 
     table = {}

@@ -64,17 +64,3 @@ def write_trec_run(run: dict[str, dict[str, float]], path: Path, tag: str) -> No
             ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
             for rank, (pid, score) in enumerate(ranked, 1):
                 handle.write(f"{qid} Q0 {pid} {rank} {score:.6f} {tag}\n")
-
-
-def reciprocal_rank_fusion(
-    runs: list[dict[str, dict[str, float]]], k: int = 60, depth: int = 100
-) -> dict[str, dict[str, float]]:
-    """RRF (Cormack et al. 2009): score = Σ 1 / (k + rank) over the fused runs."""
-    fused: dict[str, dict[str, float]] = {}
-    for run in runs:
-        for qid, docs in run.items():
-            target = fused.setdefault(qid, {})
-            ranked = sorted(docs.items(), key=lambda item: -item[1])[:depth]
-            for rank, (pid, _) in enumerate(ranked, 1):
-                target[pid] = target.get(pid, 0.0) + 1.0 / (k + rank)
-    return {qid: dict(sorted(d.items(), key=lambda i: -i[1])[:depth]) for qid, d in fused.items()}

@@ -43,8 +43,8 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick",
         word2vec=Word2VecConfig(dim=128, epochs=2),
-        model=dict(hidden_dim=128, dim=256, max_passage_len=64, pooling="attention"),
-        train=TrainConfig(epochs=1, batch_size=64),
+        model=dict(hidden_dim=128, dim=384, max_passage_len=64, pooling="attention"),
+        train=TrainConfig(epochs=2, batch_size=64, embed_distill_weight=1.0),
         data=DataConfig(ict=4000),
     ),
     # A few CPU-minutes: a smoke run of the whole pipeline on a starved machine.
@@ -59,9 +59,9 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         name="full",
         word2vec=Word2VecConfig(dim=128, epochs=5),
-        model=dict(hidden_dim=192, dim=256, max_passage_len=96, pooling="attention"),
-        train=TrainConfig(epochs=2, batch_size=64),
-        data=DataConfig(ict=20000),
+        model=dict(hidden_dim=192, dim=384, max_passage_len=96, pooling="attention"),
+        train=TrainConfig(epochs=4, batch_size=64, embed_distill_weight=1.0),
+        data=DataConfig(ict=44000),
     ),
 }
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.evaluate import reciprocal_rank_fusion, run_from_results
+from training.evaluate import run_from_results
+from training.fusion import FUSION_DEPTH, score_fusion
 from training.index import load_shards, search_shards
 from training.model import QueryEncoder
 
@@ -23,6 +24,18 @@ def dense_run(
 
 
 def hybrid_run(
-    dense: dict[str, dict[str, float]], lexical: dict[str, dict[str, float]], k: int = 100
+    dense: dict[str, dict[str, float]],
+    lexical: dict[str, dict[str, float]],
+    dense_weight: float,
+    k: int = FUSION_DEPTH,
 ) -> dict[str, dict[str, float]]:
-    return reciprocal_rank_fusion([dense, lexical], depth=k)
+    """Per query, the score fusion of both runs' top ``k`` (as the API's hybrid mode does)."""
+    fused = {}
+    for qid in dense.keys() | lexical.keys():
+        top = [
+            dict(sorted(run.get(qid, {}).items(), key=lambda i: -i[1])[:k])
+            for run in (dense, lexical)
+        ]
+        scores = score_fusion(top[0], top[1], dense_weight)
+        fused[qid] = dict(sorted(scores.items(), key=lambda i: -i[1])[:k])
+    return fused

@@ -4,6 +4,7 @@ Ray Train workers (real versions, see :mod:`training.ray_train`).
 Loss = triplet margin (in-batch + explicit negatives)
      + λ · next-token cross-entropy (query and passage RNNs)
      + α · similarity distillation from the cached teacher vectors (when the examples carry them)
+     + β · embedding distillation: each tower's vector towards the teacher's (needs dim = 384)
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ import torch
 from torch import nn
 
 from training.examples import Batch, ExampleSet, collate, epoch_batches
-from training.losses import next_token_loss, similarity_distillation_loss, triplet_margin_loss
+from training.losses import (
+    embedding_distillation_loss,
+    next_token_loss,
+    similarity_distillation_loss,
+    triplet_margin_loss,
+)
 from training.model import TwoTower
 
 
@@ -37,6 +43,7 @@ class TrainConfig:
     next_token_positions: int = 2048  # positions sampled per batch and tower
     distill_weight: float = 1.0  # α; used only for examples that carry teacher vectors
     distill_temperature: float = 0.05
+    embed_distill_weight: float = 0.0  # β; needs the model's dim to equal the teacher's
     grad_clip: float = 1.0
     warmup_steps: int = 50
     seed: int = 13
@@ -51,7 +58,13 @@ class TrainConfig:
         for name in ("lr", "embedding_lr", "distill_temperature"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("margin", "next_token_weight", "distill_weight", "weight_decay"):
+        for name in (
+            "margin",
+            "next_token_weight",
+            "distill_weight",
+            "embed_distill_weight",
+            "weight_decay",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if problems:
@@ -118,6 +131,12 @@ class TrainingObjective(nn.Module):
                 cfg.distill_temperature,
             )
             total = total + cfg.distill_weight * parts["distill"]
+        if cfg.embed_distill_weight > 0 and batch.teacher is not None:
+            teacher = batch.teacher.float()
+            parts["embed_distill"] = embedding_distillation_loss(
+                torch.cat([q, p, n]), torch.cat([teacher[:, 0], teacher[:, 1], teacher[:, 2]])
+            )
+            total = total + cfg.embed_distill_weight * parts["embed_distill"]
         parts["total"] = total
         return parts
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deployments.merge import merge_topk, rrf_fuse
+from deployments.merge import fuse_hits, merge_topk
 from deployments.shard import LoadedShard
 from training.index import IndexConfig, build_shards, load_shard
 from training.model import QueryEncoder
@@ -47,9 +47,21 @@ def test_merge_breaks_ties_by_pid_whatever_the_shard_order():
     assert merge_topk([a, b], 3) == merge_topk([b, a], 3) == [b[0], a[0], a[1]]
 
 
-def test_rrf_rewards_passages_both_rankings_like():
+def test_fusion_rewards_passages_both_rankings_like():
     dense = [(0.9, 1, "x"), (0.8, 2, "y"), (0.7, 3, "z")]
     lexical = [(12.0, 3, "z"), (11.0, 4, "w"), (10.0, 1, "x")]
-    fused = rrf_fuse([dense, lexical], 4)
-    assert [pid for _, pid, _ in fused][:2] == [1, 3]  # in both lists, near the top
-    assert {pid for _, pid, _ in fused} == {1, 2, 3, 4}
+    fused = fuse_hits(dense, lexical, 0.5, 4)
+    # 1: 0.5·1 + 0.5·0 = 0.5; 3: 0.5·0 + 0.5·1 = 0.5; 2: 0.25; 4: 0.25 (ties: smaller pid)
+    assert [pid for _, pid, _ in fused] == [1, 3, 2, 4]
+    assert [text for _, _, text in fused] == ["x", "z", "y", "w"]
+    assert fused[0][0] == pytest.approx(0.5) and fused[2][0] == pytest.approx(0.25)
+
+
+def test_fusion_weight_moves_the_ranking_between_the_sides():
+    dense = [(0.9, 1, "a"), (0.1, 2, "b")]
+    lexical = [(9.0, 2, "b"), (1.0, 1, "a")]
+    assert [pid for _, pid, _ in fuse_hits(dense, lexical, 0.8, 2)] == [1, 2]
+    assert [pid for _, pid, _ in fuse_hits(dense, lexical, 0.2, 2)] == [2, 1]
+    assert [pid for _, pid, _ in fuse_hits(dense, lexical, 1.0, 2)] == [1, 2]
+    with pytest.raises(ValueError, match="dense_weight"):
+        fuse_hits(dense, lexical, 1.5, 2)

@@ -6,8 +6,9 @@ from typer.testing import CliRunner
 from cluster.cli import app
 from training.bm25 import BM25Config, BM25Index
 from training.datasets import DATA_DIR, read_qrels, read_queries
-from training.evaluate import evaluate_run, reciprocal_rank_fusion, write_trec_run
+from training.evaluate import evaluate_run, write_trec_run
 from training.negatives import mine_bm25_negatives
+from training.systems import hybrid_run
 
 
 def test_metrics_on_a_hand_made_run():
@@ -25,12 +26,14 @@ def test_graded_qrels_use_rel_2_for_the_binary_measures():
     assert evaluate_run({"q": {"a": 2.0, "b": 1.0}}, qrels)["MRR@10"] == pytest.approx(0.5)
 
 
-def test_reciprocal_rank_fusion_and_trec_files(tmp_path):
-    fused = reciprocal_rank_fusion([{"q": {"a": 9.0, "b": 1.0}}, {"q": {"b": 5.0, "c": 4.0}}])
-    assert list(fused["q"]) == ["b", "a", "c"]  # b is ranked by both
-    write_trec_run(fused, tmp_path / "run.trec", tag="rrf")
+def test_hybrid_run_and_trec_files(tmp_path):
+    dense, lexical = {"q": {"a": 0.9, "b": 0.5, "d": 0.1}}, {"q": {"b": 5.0, "c": 4.0, "a": 1.0}}
+    fused = hybrid_run(dense, lexical, dense_weight=0.5)
+    # b is near the top of both runs; a tops dense but is last in BM25
+    assert list(fused["q"]) == ["b", "a", "c", "d"]
+    write_trec_run(fused, tmp_path / "run.trec", tag="hybrid")
     lines = (tmp_path / "run.trec").read_text().splitlines()
-    assert lines[0].split() == ["q", "Q0", "b", "1", f"{fused['q']['b']:.6f}", "rrf"]
+    assert lines[0].split() == ["q", "Q0", "b", "1", f"{fused['q']['b']:.6f}", "hybrid"]
 
 
 PASSAGES = [

@@ -6,7 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from training.examples import Example, ExampleSet, collate
-from training.losses import similarity_distillation_loss, triplet_margin_loss
+from training.losses import (
+    embedding_distillation_loss,
+    similarity_distillation_loss,
+    triplet_margin_loss,
+)
 from training.model import ModelConfig, TwoTower
 from training.text import Tokenizer
 from training.train import TrainConfig, TrainingObjective, make_optimizer, seed_everything
@@ -37,6 +41,15 @@ def test_distillation_loss_is_zero_when_student_ranks_like_the_teacher():
     q, p = unit([1, 0], [0, 1]), unit([1, 0.1], [0.1, 1])
     assert similarity_distillation_loss(q, p, q, p).item() == pytest.approx(0.0, abs=1e-6)
     assert similarity_distillation_loss(q, p.flip(0), q, p).item() > 1.0
+
+
+def test_embedding_distillation_pulls_each_vector_to_its_teacher_and_skips_missing_ones():
+    student, teacher = unit([1, 0], [0, 1]), unit([1, 0], [1, 0])
+    assert embedding_distillation_loss(student, teacher).item() == pytest.approx(0.5)  # (0 + 1) / 2
+    teacher[1] = float("nan")  # no cached vector for the second text: left out
+    assert embedding_distillation_loss(student, teacher).item() == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="dim"):
+        embedding_distillation_loss(student, unit([1, 0, 0], [0, 1, 0]))
 
 
 def test_the_objective_falls_on_a_tiny_batch():
