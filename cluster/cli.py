@@ -54,18 +54,32 @@ def train(
     profile: str = typer.Option(
         None, "--profile", help="quick (≤5 min) or full (≤45 min); default: settings.profile."
     ),
+    overrides: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Change one setting of the profile: section.key=value, repeatable "
+        "(e.g. --set train.epochs=3 --set train.next_token_weight=0 --set ablation=false).",
+    ),
+    publish: bool = typer.Option(
+        True, "--publish/--no-publish", help="Make it LATEST, or only store it (experiments)."
+    ),
 ) -> None:
     """Train a version on Ray Train (word2vec, BM25 negatives, teacher cache), index, evaluate
-    and publish it as the store's LATEST."""
+    and store it; by default also publish it as the store's LATEST."""
     from cluster.config import get_settings
-    from training.pipeline import get_profile, train_and_publish
+    from training.pipeline import get_profile, train_and_publish, with_overrides
 
     settings = get_settings()
     try:
-        get_profile(profile or settings.profile)
+        base = get_profile(profile or settings.profile)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--profile") from None
-    typer.echo(f"published version {train_and_publish(settings, profile)}")
+    try:
+        with_overrides(base, overrides)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--set") from None
+    version = train_and_publish(settings, profile, overrides, publish)
+    typer.echo(f"{'published' if publish else 'stored (not published)'} version {version}")
 
 
 @app.command("eval")

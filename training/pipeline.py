@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from cluster.config import Settings
@@ -36,6 +36,7 @@ class Profile:
     index: IndexConfig = field(default_factory=IndexConfig)
     vocab_min_count: int = 2
     ablation: bool = True  # also train the mean-pooling ablation (for `twotower eval`)
+    overrides: tuple[str, ...] = ()  # `twotower train --set` changes, recorded in the manifest
 
 
 PROFILES: dict[str, Profile] = {
@@ -66,10 +67,71 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+SECTIONS = {
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "data": DataConfig,
+    "word2vec": Word2VecConfig,
+    "index": IndexConfig,
+}
+DERIVED_MODEL_KEYS = {"vocab_size", "embed_dim"}  # from the tokenizer and word2vec.dim
+
+
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown training profile {name!r}; choose one of {sorted(PROFILES)}")
     return PROFILES[name]
+
+
+def with_overrides(profile: Profile, overrides: list[str]) -> Profile:
+    """``profile`` with ``section.key=value`` changes (section: model, train, data, word2vec,
+    index; ``ablation=false`` skips the mean-pool ablation). Values are JSON (``3``, ``0.5``,
+    ``true``, ``"gru"``) or plain strings. This is how single ingredients are ablated from the
+    command line; unknown sections or keys get a clear error."""
+    import json
+
+    changes: dict[str, dict] = {}
+    ablation = profile.ablation
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key == "ablation" and isinstance(value, bool):
+            ablation = value
+            continue
+        section, dot, name = key.partition(".")
+        if not (sep and dot and name) or section not in SECTIONS:
+            raise ValueError(
+                f"bad override {item!r}: use section.key=value with a section among "
+                f"{sorted(SECTIONS)}, or ablation=true|false"
+            )
+        changes.setdefault(section, {})[name] = value
+    current = {
+        "model": profile.model,
+        "train": profile.train.to_dict(),
+        "data": profile.data.to_dict(),
+        "word2vec": asdict(profile.word2vec),
+        "index": asdict(profile.index),
+    }
+    merged = {s: {**current[s], **changes.get(s, {})} for s in SECTIONS}
+    for section, values in merged.items():  # unknown keys: a clear error, not a TypeError
+        known = {f.name for f in fields(SECTIONS[section])} - DERIVED_MODEL_KEYS
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {section} keys {unknown}; known: {sorted(known)}")
+    ModelConfig.from_dict({**merged["model"], "vocab_size": 10, "embed_dim": 8})  # validates
+    return replace(
+        profile,
+        model=merged["model"],
+        train=TrainConfig.from_dict(merged["train"]),
+        data=DataConfig(**merged["data"]),
+        word2vec=Word2VecConfig(**merged["word2vec"]),
+        index=IndexConfig(**merged["index"]),
+        ablation=ablation,
+        overrides=(*profile.overrides, *overrides),
+    )
 
 
 def connect_ray(settings: Settings) -> bool:
@@ -168,6 +230,7 @@ def build_version(
     eval_sets = {s: (datasets.load_queries(s), datasets.load_qrels(s)) for s in eval_splits}
     training_info = {
         "profile": profile.name,
+        "overrides": list(profile.overrides),
         "seed": seed,
         "train": cfg.to_dict(),
         "data": profile.data.to_dict(),
@@ -187,13 +250,19 @@ def build_version(
     return metrics
 
 
-def train_and_publish(settings: Settings, profile_name: str | None = None) -> str:
-    """Build a version of the profile in a temporary folder, publish it, return its id."""
+def train_and_publish(
+    settings: Settings,
+    profile_name: str | None = None,
+    overrides: list[str] | None = None,
+    publish: bool = True,
+) -> str:
+    """Build a version of the profile (with ``overrides``) in a temporary folder, store it,
+    make it the store's LATEST unless ``publish`` is False (experiments), return its id."""
     import json
 
     from cluster.artifacts import ArtifactStore
 
-    profile = get_profile(profile_name or settings.profile)
+    profile = with_overrides(get_profile(profile_name or settings.profile), overrides or [])
     store = ArtifactStore.from_settings(settings)
     started_ray = connect_ray(settings) if settings.train_executor == "ray" else False
     try:
@@ -202,7 +271,8 @@ def train_and_publish(settings: Settings, profile_name: str | None = None) -> st
             metrics = build_version(settings, profile, out)
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
             manifest = store.upload_version(out, version=out.name, extra={"profile": profile.name})
-            store.set_latest(manifest.version)
+            if publish:
+                store.set_latest(manifest.version)
             return manifest.version
     finally:
         if started_ray:

@@ -21,7 +21,7 @@ import gzip
 import io
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,7 @@ class TeacherCache:
     text_index: dict[str, int]
     spans: list[str]  # inverse-cloze span of each passage, collection order
     meta: dict  # meta.json: model, coverage (passages / texts encoded), dtype
+    _passage_rows: dict[str, int] | None = field(default=None, repr=False)  # text -> row
 
     @classmethod
     def load(cls, directory: Path = TEACHER_DIR) -> TeacherCache:
@@ -90,6 +91,26 @@ class TeacherCache:
 
     def passage(self, row: int) -> np.ndarray | None:
         return self.passages[row] if row < len(self.passages) else None
+
+    def lookup(self, text: str) -> np.ndarray:
+        """The cached vector of a passage or training-side text, else NaN (the distillation
+        losses leave NaN rows out), so any text can ask."""
+        if self._passage_rows is None:
+            self._passage_rows = {t: i for i, t in enumerate(datasets.load_collection().texts)}
+        row = self._passage_rows.get(text)
+        vector = self.passage(row) if row is not None else self.vector_of(text)
+        if vector is None:
+            return np.full(self.passages.shape[1], np.nan, dtype=np.float32)
+        return vector
+
+    def triplet_vectors(self, examples) -> np.ndarray:
+        """(n, 3, dim) float16 vectors of each example's query, positive and negative."""
+        return np.stack(
+            [
+                [self.lookup(e.query), self.lookup(e.positive), self.lookup(e.negative)]
+                for e in examples
+            ]
+        ).astype(np.float16)
 
 
 def _training_side_texts(collection: datasets.Collection, spans: list[str]) -> list[str]:

@@ -70,20 +70,11 @@ def build_training_data(
 ) -> TrainingData:
     collection = datasets.load_collection()
     text_of = collection.text_of()
-    corpus_row = {text: i for i, text in enumerate(collection.texts)}
     rng = random.Random(seed)
     if cfg.teacher and teacher is None:
         teacher = TeacherCache.load()
     if cfg.bm25_negatives and bm25 is None:
         bm25 = BM25Index.build(collection.pids, collection.texts)
-
-    missing = np.full(384, np.nan, dtype=np.float32)
-
-    def teacher_vector(text: str) -> np.ndarray:
-        """The cached vector, or NaN (distillation then leaves it out; a partial cache)."""
-        row = corpus_row.get(text)
-        vector = teacher.passage(row) if row is not None else teacher.vector_of(text)
-        return missing if vector is None else vector
 
     pairs = list(datasets.load_train_pairs())
     random.Random(seed).shuffle(pairs)
@@ -100,10 +91,10 @@ def build_training_data(
             kwargs = {}
             if cfg.teacher:
                 kwargs = dict(
-                    teacher_queries=np.stack([teacher_vector(q) for q in queries]),
-                    teacher_positives=np.stack([teacher_vector(p) for p in positives]),
+                    teacher_queries=np.stack([teacher.lookup(q) for q in queries]),
+                    teacher_positives=np.stack([teacher.lookup(p) for p in positives]),
                     teacher_passage={
-                        pid: teacher_vector(text)
+                        pid: teacher.lookup(text)
                         for pid, text in zip(collection.pids, collection.texts, strict=True)
                     },
                 )
@@ -124,24 +115,15 @@ def build_training_data(
         # The same seeded spans the teacher cache encoded.
         spans = teacher.spans if teacher else inverse_cloze_spans(collection.texts, SPAN_SEED)
         rows = rng.sample(range(len(collection)), min(cfg.ict, len(collection)))
+        # A span can repeat an evaluation query word for word (a passage that quotes the
+        # question): it is left out, never trained on.
+        evaluation = datasets.evaluation_query_texts()
+        rows = [r for r in rows if spans[r].strip().lower() not in evaluation]
         for row in rows:
             negative = collection.texts[rng.randrange(len(collection))]
             examples.append(Example(spans[row], collection.texts[row], negative, source="ict"))
         counts["ict"] = len(rows)
 
     _assert_no_evaluation_queries([e.query for e in examples])
-    vectors = None
-    if cfg.teacher:
-        vectors = np.stack(
-            [
-                np.stack(
-                    [
-                        teacher_vector(e.query),
-                        teacher_vector(e.positive),
-                        teacher_vector(e.negative),
-                    ]
-                )
-                for e in examples
-            ]
-        ).astype(np.float16)
+    vectors = teacher.triplet_vectors(examples) if cfg.teacher else None
     return TrainingData(examples, vectors, holdout, counts)

@@ -64,6 +64,17 @@ def parent_collection(version_dir: Path) -> datasets.Collection:
     return datasets.Collection([int(p) for p in pids], [text[int(p)] for p in pids])
 
 
+def teacher_vectors(parent_dir: Path, examples: list[Example]) -> np.ndarray | None:
+    """The cached teacher vectors of the examples when the parent was distilled, so the
+    fine-tune keeps pulling towards the same space (texts not in the cache are NaN and left
+    out: a logged query usually is, its clicked passage is not)."""
+    if not read_config(parent_dir).get("training", {}).get("data", {}).get("teacher"):
+        return None
+    from training.teacher import TeacherCache
+
+    return TeacherCache.load().triplet_vectors(examples)
+
+
 def fine_tune_config(parent_dir: Path, settings: Settings) -> TrainConfig:
     parent = read_config(parent_dir).get("training", {}).get("train", {})
     base = TrainConfig.from_dict(parent) if parent else TrainConfig()
@@ -113,7 +124,9 @@ def fine_tune_from_logs(settings: Settings, live_dir: Path, data: LogData, out: 
     replay = replay_examples(
         int(len(feedback) * settings.reinforce_replay_ratio), collection.texts, settings.seed
     )
-    examples = ExampleSet.build(feedback + replay, tokenizer, model.config)
+    examples = ExampleSet.build(
+        feedback + replay, tokenizer, model.config, teacher_vectors(live_dir, feedback + replay)
+    )
     cfg = fine_tune_config(live_dir, settings)
 
     if not ray.is_initialized():
@@ -136,6 +149,7 @@ def fine_tune_from_logs(settings: Settings, live_dir: Path, data: LogData, out: 
         {
             "profile": "reinforce",
             "train": cfg.to_dict(),
+            "data": read_config(live_dir).get("training", {}).get("data"),  # inherited
             "examples": {"feedback": len(feedback), "replay": len(replay)},
             "checkpoint": f"s3://{settings.s3_bucket}/ray-train/{run_name}",
             "history": history,

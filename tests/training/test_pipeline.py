@@ -1,0 +1,42 @@
+"""Profiles and `twotower train --set` overrides: what an ablation run changes, and clear errors."""
+
+import pytest
+
+from training.pipeline import PROFILES, get_profile, with_overrides
+
+
+def test_overrides_change_only_what_they_name_and_are_recorded():
+    quick = get_profile("quick")
+    changed = with_overrides(
+        quick, ["train.next_token_weight=0", 'model.rnn="lstm"', "data.ict=0", "ablation=false"]
+    )
+    assert changed.train.next_token_weight == 0 and changed.model["rnn"] == "lstm"
+    assert changed.data.ict == 0 and changed.ablation is False
+    assert changed.train.epochs == quick.train.epochs and changed.word2vec == quick.word2vec
+    assert changed.overrides == (
+        "train.next_token_weight=0", "model.rnn=\"lstm\"", "data.ict=0", "ablation=false"
+    )  # fmt: skip
+    assert quick.train.next_token_weight > 0  # the registered profile is untouched
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epoch=3", "unknown train keys"),
+        ("optimizer.lr=1", "section.key=value"),
+        ("epochs", "section.key=value"),
+        ("model.vocab_size=10", "unknown model keys"),
+        ("train.epochs=-1", "epochs must be a positive integer"),
+        ("data.ict=-5", "must be >= 0"),
+        ("ablation=no", "ablation=true"),
+    ],
+)
+def test_bad_overrides_get_a_clear_error(override, message):
+    with pytest.raises(ValueError, match=message):
+        with_overrides(get_profile("quick"), [override])
+
+
+def test_profiles_that_distil_embeddings_match_the_teacher_dimension():
+    for profile in PROFILES.values():
+        if profile.train.embed_distill_weight > 0:
+            assert profile.model["dim"] == 384, profile.name  # all-MiniLM-L6-v2's size
