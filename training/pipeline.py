@@ -146,7 +146,11 @@ def connect_ray(settings: Settings) -> bool:
         return False
     for attempt in range(3):  # a head on a busy machine can miss Ray's 30 s start-up window
         try:
-            ray.init(num_cpus=settings.ray_num_cpus, include_dashboard=False)
+            ray.init(
+                num_cpus=settings.ray_num_cpus,
+                include_dashboard=False,
+                _node_ip_address=settings.host,  # loopback: never the machine's address
+            )
             return True
         except Exception as err:  # Ray raises a bare Exception for this
             if "timed out during startup" not in str(err) or attempt == 2:
