@@ -45,7 +45,7 @@ PROFILES: dict[str, Profile] = {
         name="quick",
         word2vec=Word2VecConfig(dim=128, epochs=2),
         model=dict(hidden_dim=128, dim=384, max_passage_len=64, pooling="attention"),
-        train=TrainConfig(epochs=2, batch_size=64, embed_distill_weight=1.0),
+        train=TrainConfig(epochs=1, batch_size=64, embed_distill_weight=1.0),
         data=DataConfig(ict=4000),
     ),
     # A few CPU-minutes: a smoke run of the whole pipeline on a starved machine.
