@@ -82,7 +82,8 @@ def compare(
     qrels: dict[str, dict[str, int]],
     systems: list[str],
     run_out: Path | None = None,
-    hybrid_weight: float = 0.3,
+    *,
+    hybrid_weight: float,
 ) -> dict[str, dict[str, float]]:
     """{system: {column: value}} for each requested system, in the given order."""
     from training.systems import dense_run, hybrid_run
