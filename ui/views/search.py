@@ -14,6 +14,10 @@ TOP_K = 10
 SNIPPET_CHARS = 320
 MODES = {"dense": "Dense (two-tower)", "hybrid": "Hybrid (dense + BM25)"}
 JUDGEMENTS = {"relevant": "Marked relevant", "not_relevant": "Marked not relevant"}
+JUDGE_BUTTONS = {  # kind -> (label, icon)
+    "relevant": ("Relevant", ":material/thumb_up:"),
+    "not_relevant": ("Not relevant", ":material/thumb_down:"),
+}
 
 
 def run_search(query: str, mode: str) -> None:
@@ -70,22 +74,15 @@ def show_result(search_id: str, query: str, result: dict) -> None:
                 args=(search_id, pid, "click"),
                 disabled=opened,
             )
-            st.button(
-                "Relevant",
-                key=f"relevant-{search_id}-{pid}",
-                icon=":material/thumb_up:",
-                on_click=send_feedback,
-                args=(search_id, pid, "relevant"),
-                disabled=judged is not None,
-            )
-            st.button(
-                "Not relevant",
-                key=f"not_relevant-{search_id}-{pid}",
-                icon=":material/thumb_down:",
-                on_click=send_feedback,
-                args=(search_id, pid, "not_relevant"),
-                disabled=judged is not None,
-            )
+            for kind, (label, icon) in JUDGE_BUTTONS.items():
+                st.button(
+                    label,
+                    key=f"{kind}-{search_id}-{pid}",
+                    icon=icon,
+                    on_click=send_feedback,
+                    args=(search_id, pid, kind),
+                    disabled=judged is not None,
+                )
             if judged:
                 st.caption(f":material/check: {JUDGEMENTS[judged]}")
 
