@@ -104,14 +104,16 @@ def collate(examples: ExampleSet, rows: np.ndarray) -> Batch:
     )  # fmt: skip
 
 
-def epoch_batches(
-    n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1
-) -> list[np.ndarray]:
-    """Shuffled row batches of one epoch for one worker: the same permutation on every worker
-    (seed + epoch), each taking every ``world``-th batch, all workers the same count."""
+def epoch_batches(n: int, batch_size: int, epoch: int, seed: int) -> list[np.ndarray]:
+    """Shuffled row batches of one epoch (seed + epoch). Every DDP worker gets the same list and
+    trains on its :func:`worker_rows` of each batch, so a step is the same global batch of
+    ``batch_size`` whatever the number of workers."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
     batches = [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-    if not batches:  # fewer examples than one batch: train on all of them at once
-        batches = [order]
-    per_worker = max(1, len(batches) // world)
-    return [batches[(i * world + rank) % len(batches)] for i in range(per_worker)]
+    return batches or [order]  # fewer examples than one batch: train on all of them at once
+
+
+def worker_rows(size: int, rank: int, world: int) -> slice:
+    """This worker's contiguous share of a global batch of ``size`` rows (shares differ by at
+    most one row)."""
+    return slice(size * rank // world, size * (rank + 1) // world)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.examples import Batch, ExampleSet, collate, epoch_batches
+from training.examples import Batch, ExampleSet, collate, epoch_batches, worker_rows
 from training.losses import (
     embedding_distillation_loss,
     next_token_loss,
@@ -89,55 +89,82 @@ def seed_everything(seed: int) -> None:
 
 
 class TrainingObjective(nn.Module):
-    """Wraps a TwoTower so one ``forward`` computes every loss (DDP syncs through forward)."""
+    """Wraps a TwoTower so one ``forward`` computes every loss (DDP syncs through forward).
 
-    def __init__(self, model: TwoTower, cfg: TrainConfig):
+    Under DDP (``world`` > 1) every worker collates the same global batch, encodes only its
+    :func:`worker_rows` of it, and gathers the other workers' passage vectors (with their
+    gradients), so each query still meets the whole global batch as in-batch negatives and
+    distillation candidates. DDP's gradient average then equals one process training on the
+    global batch: N workers take the same steps as one.
+    """
+
+    def __init__(self, model: TwoTower, cfg: TrainConfig, rank: int = 0, world: int = 1):
         super().__init__()
         self.model = model
         self.cfg = cfg
+        self.rank, self.world = rank, world
+
+    def _encode(self, side: str, ids: torch.Tensor, lengths: torch.Tensor):
+        return self.model.encode(side, ids[:, : int(lengths.max())], lengths)
+
+    def _gather(self, mine: torch.Tensor, total: int) -> torch.Tensor:
+        """Every worker's rows of a global batch, in order; gradients flow back to their owner."""
+        if self.world == 1:
+            return mine
+        import torch.distributed.nn.functional as distributed
+
+        width = -(-total // self.world)
+        parts = distributed.all_gather(nn.functional.pad(mine, (0, 0, 0, width - len(mine))))
+        shares = [worker_rows(total, r, self.world) for r in range(self.world)]
+        return torch.cat([part[: s.stop - s.start] for part, s in zip(parts, shares, strict=True)])
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg, model = self.cfg, self.model
-        q, q_states = model.encode("query", batch.q_ids, batch.q_lengths)
-        p, p_states = model.encode("passage", batch.p_ids, batch.p_lengths)
-        n, _ = model.encode("passage", batch.n_ids, batch.n_lengths)
+        total = len(batch.weights)
+        mine = worker_rows(total, self.rank, self.world)
+        q, q_states = self._encode("query", batch.q_ids[mine], batch.q_lengths[mine])
+        p_mine, p_states = self._encode("passage", batch.p_ids[mine], batch.p_lengths[mine])
+        n_mine, _ = self._encode("passage", batch.n_ids[mine], batch.n_lengths[mine])
+        p, n = self._gather(p_mine, total), self._gather(n_mine, total)
         parts = {
             "triplet": triplet_margin_loss(
-                q, p, n, cfg.margin, cfg.in_batch, batch.same_passage, batch.weights
+                q, p, n, cfg.margin, cfg.in_batch, batch.same_passage[mine],
+                batch.weights[mine], offset=mine.start,
             )
-        }
-        total = parts["triplet"]
+        }  # fmt: skip
+        total_loss = parts["triplet"]
         if cfg.next_token_weight > 0 and q_states is not None:
-            positions = cfg.next_token_positions
+            positions = max(1, cfg.next_token_positions // self.world)
             parts["next_token"] = 0.5 * (
                 next_token_loss(
-                    model.query_tower.next_token_head, q_states, batch.q_ids, batch.q_lengths,
-                    positions,
+                    model.query_tower.next_token_head, q_states,
+                    batch.q_ids[mine][:, : q_states.shape[1]], batch.q_lengths[mine], positions,
                 )
                 + next_token_loss(
-                    model.passage_tower.next_token_head, p_states, batch.p_ids, batch.p_lengths,
-                    positions,
+                    model.passage_tower.next_token_head, p_states,
+                    batch.p_ids[mine][:, : p_states.shape[1]], batch.p_lengths[mine], positions,
                 )
             )  # fmt: skip
-            total = total + cfg.next_token_weight * parts["next_token"]
-        if cfg.distill_weight > 0 and batch.teacher is not None:
+            total_loss = total_loss + cfg.next_token_weight * parts["next_token"]
+        if batch.teacher is not None:
             teacher = batch.teacher.float()
-            parts["distill"] = similarity_distillation_loss(
-                q,
-                torch.cat([p, n]),
-                teacher[:, 0],
-                torch.cat([teacher[:, 1], teacher[:, 2]]),
-                cfg.distill_temperature,
-                cfg.distill_temperature,
-            )
-            total = total + cfg.distill_weight * parts["distill"]
-        if cfg.embed_distill_weight > 0 and batch.teacher is not None:
-            teacher = batch.teacher.float()
-            parts["embed_distill"] = embedding_distillation_loss(
-                torch.cat([q, p, n]), torch.cat([teacher[:, 0], teacher[:, 1], teacher[:, 2]])
-            )
-            total = total + cfg.embed_distill_weight * parts["embed_distill"]
-        parts["total"] = total
+            if cfg.distill_weight > 0:
+                parts["distill"] = similarity_distillation_loss(
+                    q,
+                    torch.cat([p, n]),
+                    teacher[mine, 0],
+                    torch.cat([teacher[:, 1], teacher[:, 2]]),
+                    cfg.distill_temperature,
+                    cfg.distill_temperature,
+                )
+                total_loss = total_loss + cfg.distill_weight * parts["distill"]
+            if cfg.embed_distill_weight > 0:
+                parts["embed_distill"] = embedding_distillation_loss(
+                    torch.cat([q, p_mine, n_mine]),
+                    torch.cat([teacher[mine, 0], teacher[mine, 1], teacher[mine, 2]]),
+                )
+                total_loss = total_loss + cfg.embed_distill_weight * parts["embed_distill"]
+        parts["total"] = total_loss
         return parts
 
 
@@ -169,13 +196,12 @@ def train_epoch(
     examples: ExampleSet,
     cfg: TrainConfig,
     epoch: int,
-    rank: int = 0,
-    world: int = 1,
     progress: bool = False,
 ) -> dict[str, float]:
-    """One pass over this worker's share of the examples; returns the mean of each loss part."""
+    """One pass over the examples (under DDP, this worker's rows of every global batch);
+    returns the mean of each loss part."""
     objective.train()
-    batches = epoch_batches(len(examples), cfg.batch_size, epoch, cfg.seed, rank, world)
+    batches = epoch_batches(len(examples), cfg.batch_size, epoch, cfg.seed)
     if progress:
         from tqdm import tqdm
 
@@ -285,18 +311,24 @@ def _ray_worker(config: dict) -> None:
     model.load_state_dict(ray.get(config["initial_state"]))
     seed_everything(cfg.seed + rank)  # identical weights everywhere, distinct dropout masks
     objective = ray.train.torch.prepare_model(
-        TrainingObjective(model, cfg), parallel_strategy_kwargs={"find_unused_parameters": True}
+        TrainingObjective(model, cfg, rank, world),
+        parallel_strategy_kwargs={"find_unused_parameters": True},
     )
     optimizer = make_optimizer(model, cfg)
-    steps = cfg.epochs * len(epoch_batches(len(examples), cfg.batch_size, 0, cfg.seed, rank, world))
+    steps = cfg.epochs * len(epoch_batches(len(examples), cfg.batch_size, 0, cfg.seed))
     scheduler = make_scheduler(optimizer, cfg, steps)
     validate = ray.get(config["validator"]) if config["validator"] is not None else None
     history = []
     for epoch in range(cfg.epochs):
         started = time.time()
         losses = train_epoch(
-            objective, optimizer, scheduler, examples, cfg, epoch, rank, world, progress=rank == 0
+            objective, optimizer, scheduler, examples, cfg, epoch, progress=rank == 0
         )
+        if world > 1:  # each worker measured its own rows: report the global batch's means
+            names = sorted(losses)
+            values = torch.tensor([losses[k] for k in names], dtype=torch.float64)
+            torch.distributed.all_reduce(values)
+            losses = dict(zip(names, (values / world).tolist(), strict=True))
         metrics = {"epoch": epoch + 1, **losses}
         checkpoint = None
         with tempfile.TemporaryDirectory() as folder:
@@ -358,6 +390,12 @@ def fit_ray(
         raise RuntimeError("fit_ray needs a connected Ray (see training.pipeline.connect_ray)")
     from cluster.artifacts import ArtifactStore
 
+    workers = settings.train_workers
+    if min(cfg.batch_size, len(examples)) < workers:
+        raise ValueError(
+            f"{workers} Ray Train workers split each batch of {cfg.batch_size} "
+            f"({len(examples)} examples): every worker needs at least one row"
+        )
     ArtifactStore.from_settings(settings)  # makes sure the bucket exists
     run_name = run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}"
     trainer = TorchTrainer(
@@ -371,7 +409,7 @@ def fit_ray(
             "threads": threads_per_worker,
         },
         scaling_config=ScalingConfig(
-            num_workers=settings.train_workers,
+            num_workers=workers,
             use_gpu=False,
             resources_per_worker={"CPU": settings.train_cpus_per_worker},
         ),

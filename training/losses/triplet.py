@@ -13,31 +13,39 @@ def triplet_margin_loss(
     in_batch: bool = True,
     same_passage: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    offset: int = 0,
 ) -> torch.Tensor:
     """Mean hinge ``max(0, margin - s(q, p+) + s(q, p-))`` over each query's negatives.
 
-    ``queries`` and ``positives`` are (B, d) L2-normalised rows, row i of each a pair.
-    ``negatives`` (B, d) are explicit negatives (given or BM25-mined), row i for query i.
+    ``queries`` (B, d) and ``positives``/``negatives`` (G, d) are L2-normalised rows; query i's
+    pair is row ``offset + i`` of ``positives`` and its explicit negative (given or BM25-mined)
+    the same row of ``negatives``. G = B and offset 0 for one process; under DDP each worker
+    holds B of the global batch's G queries and every worker's passages (gathered).
     With ``in_batch`` every other row's positive and negative is a negative too, except where
-    ``same_passage`` (B, B) says the other row's positive is the same passage as row i's.
+    ``same_passage`` (B, G) says the other row's positive is the same passage as query i's.
     ``weights`` (B,) scale each query's share (feedback triplets carry weights).
     """
-    if queries.shape != positives.shape:
-        raise ValueError(f"queries {tuple(queries.shape)} and positives {tuple(positives.shape)}")
-    positive_scores = (queries * positives).sum(-1, keepdim=True)  # (B, 1)
+    batch, total = queries.shape[0], positives.shape[0]
+    if queries.shape[1:] != positives.shape[1:] or not 0 <= offset <= total - batch:
+        raise ValueError(
+            f"queries {tuple(queries.shape)} at offset {offset} do not fit positives "
+            f"{tuple(positives.shape)}"
+        )
+    rows = torch.arange(batch, device=queries.device) + offset
+    positive_scores = (queries * positives[rows]).sum(-1, keepdim=True)  # (B, 1)
     candidates, valid = [], []
-    batch = queries.shape[0]
-    eye = torch.eye(batch, dtype=torch.bool, device=queries.device)
+    own = torch.zeros(batch, total, dtype=torch.bool, device=queries.device)
+    own[torch.arange(batch, device=queries.device), rows] = True
     if in_batch:
         candidates.append(queries @ positives.T)
-        blocked = eye if same_passage is None else (eye | same_passage)
+        blocked = own if same_passage is None else (own | same_passage)
         valid.append(~blocked)
     if negatives is not None:
         if in_batch:
             candidates.append(queries @ negatives.T)
-            valid.append(torch.ones_like(eye))
+            valid.append(torch.ones_like(own))
         else:
-            candidates.append((queries * negatives).sum(-1, keepdim=True))
+            candidates.append((queries * negatives[rows]).sum(-1, keepdim=True))
             valid.append(torch.ones(batch, 1, dtype=torch.bool, device=queries.device))
     if not candidates:
         raise ValueError("no negatives: pass negatives or set in_batch=True")
