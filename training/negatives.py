@@ -55,3 +55,41 @@ def mine_bm25_negatives(
                 candidates = [candidates[j] for j in keep]
             mined.append(candidates)
     return mined
+
+
+def mine_teacher_negatives(
+    queries: np.ndarray,
+    passages: np.ndarray,
+    positive_rows: np.ndarray,
+    depth: int = 30,
+    skip: int = 3,
+    margin: float = 0.05,
+    seed: int = 13,
+    chunk: int = 2048,
+) -> np.ndarray:
+    """One hard negative row of ``passages`` per query, from the teacher's own ranking.
+
+    ``queries`` (n, d) and ``passages`` (m, d) are the teacher's L2-normalised vectors and
+    ``positive_rows`` (n,) each query's answer. A negative is drawn (seeded) from the teacher's
+    ranks ``skip``..``depth``, leaving out the answer and anything the teacher scores within
+    ``margin`` of it (likely unjudged positives). Near-misses the teacher can tell apart are
+    what the similarity distillation learns most from; -1 where no candidate is left.
+    """
+    if len(queries) != len(positive_rows):
+        raise ValueError(f"{len(queries)} queries but {len(positive_rows)} positive rows")
+    rng = np.random.default_rng(seed)
+    depth = min(depth, len(passages) - 1)
+    chosen = np.full(len(queries), -1, dtype=np.int64)
+    from tqdm import tqdm
+
+    for start in tqdm(range(0, len(queries), chunk), desc="teacher negatives", unit="chunk"):
+        scores = queries[start : start + chunk] @ passages.T
+        top = np.argpartition(-scores, depth, axis=1)[:, :depth]
+        for offset, row in enumerate(top):
+            i = start + offset
+            ranked = row[np.argsort(-scores[offset, row])][skip:]
+            ceiling = scores[offset, positive_rows[i]] - margin
+            candidates = ranked[(ranked != positive_rows[i]) & (scores[offset, ranked] < ceiling)]
+            if len(candidates):
+                chosen[i] = candidates[rng.integers(len(candidates))]
+    return chosen

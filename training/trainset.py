@@ -3,7 +3,8 @@
 Ingredients, each a setting so its effect can be measured:
 - labelled pairs (train.pairs.tsv) with a BM25-mined hard negative;
 - the given triples (train.triples.tsv);
-- inverse-cloze pseudo-queries: a span of a passage → that passage (self-supervised);
+- inverse-cloze pseudo-queries: a span of a passage → that passage (self-supervised), with a
+  random negative or one mined from the teacher's ranking of the corpus;
 - teacher vectors from the shipped cache for distillation (all-MiniLM-L6-v2, offline).
 
 A fixed slice of the labelled pairs is held out (never trained on) to report validation
@@ -20,7 +21,7 @@ import numpy as np
 from training import datasets
 from training.bm25 import BM25Index
 from training.examples import Example
-from training.negatives import mine_bm25_negatives
+from training.negatives import mine_bm25_negatives, mine_teacher_negatives
 from training.pseudo_queries import inverse_cloze_spans
 from training.teacher import SPAN_SEED, TeacherCache
 
@@ -31,6 +32,9 @@ class DataConfig:
     triples: bool = True
     ict: int = 44000  # inverse-cloze examples (0 = none, at most one per passage)
     bm25_negatives: bool = True  # else a random corpus passage
+    # Negatives of the inverse-cloze spans: "teacher" mines near misses from the teacher's
+    # ranking of the corpus (random when teacher=false, which turns every teacher use off).
+    ict_negatives: str = "teacher"  # teacher | random
     teacher: bool = True  # attach teacher vectors (distillation) and filter false negatives
     holdout_pairs: int = 300  # labelled pairs kept out of training for validation
     max_pairs: int | None = None  # cap the labelled pairs (quick profiles)
@@ -40,6 +44,8 @@ class DataConfig:
             raise ValueError("ict, holdout_pairs and max_pairs must be >= 0")
         if not (self.pairs or self.triples or self.ict):
             raise ValueError("no training data: enable pairs, triples or ict")
+        if self.ict_negatives not in ("random", "teacher"):
+            raise ValueError(f"ict_negatives must be random or teacher, not {self.ict_negatives!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,8 +125,16 @@ def build_training_data(
         # question): it is left out, never trained on.
         evaluation = datasets.evaluation_query_texts()
         rows = [r for r in rows if spans[r].strip().lower() not in evaluation]
-        for row in rows:
-            negative = collection.texts[rng.randrange(len(collection))]
+        mined = np.full(len(rows), -1)
+        if cfg.ict_negatives == "teacher" and cfg.teacher:
+            span_vectors = np.stack([teacher.lookup(spans[r]) for r in rows])
+            mined = mine_teacher_negatives(
+                span_vectors, teacher.passages, np.array(rows), seed=seed
+            )
+        for row, negative_row in zip(rows, mined, strict=True):
+            if negative_row < 0:
+                negative_row = rng.randrange(len(collection))
+            negative = collection.texts[negative_row]
             examples.append(Example(spans[row], collection.texts[row], negative, source="ict"))
         counts["ict"] = len(rows)
 
