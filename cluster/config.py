@@ -54,6 +54,11 @@ class Settings(BaseSettings):
 
     # --- Serving (Ray Serve).
     serve_port: int = 8000
+    # Opt-in: HAProxy on serve_port in front of the ingress replicas' own HTTP servers, and
+    # gRPC between replicas (Serve's RAY_SERVE_ENABLE_HA_PROXY + RAY_SERVE_THROUGHPUT_OPTIMIZED)
+    # on the Ray head `twotower up` starts. 2.4x the throughput here, but Serve's HAProxy also
+    # opens a stats page and a metrics port on every interface (docs/serving.md).
+    serve_haproxy: bool = False
     num_shards: int = 2
     shard_replicas: int = 1
     encoder_min_replicas: int = 1

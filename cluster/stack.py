@@ -87,6 +87,13 @@ class Service:
 
 
 # --------------------------------------------------------------------------- the services
+def serve_env(settings: Settings) -> dict[str, str]:
+    """Ray Serve's own switches for a Ray head we start: its controller reads them at start."""
+    if not settings.serve_haproxy:
+        return {}
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The explicitly configured settings as TWOTOWER_* variables, for processes we launch
     (Ray workers in particular), so they see the same configuration as this process."""
@@ -159,7 +166,7 @@ def _ray(settings: Settings) -> Service:
         settings.ray_num_cpus or DEFAULT_RAY_CPUS,
         settings.host,
         metrics_port=settings.metrics_port,
-        env=settings_env(settings),
+        env={**settings_env(settings), **serve_env(settings)},
     )
     return Service(
         "ray",

@@ -127,3 +127,14 @@ def test_up_status_down_and_data_survives(tmp_path):
         leftover = processes_naming(state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
     assert leftover == []
+
+
+def test_serve_haproxy_is_opt_in_and_sets_serves_own_switches():
+    from cluster.config import Settings
+    from cluster.stack import serve_env
+
+    assert serve_env(Settings()) == {}
+    assert serve_env(Settings(serve_haproxy=True)) == {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    }
