@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     reinforce_workers: int = 2  # Ray Train workers for the fine-tune
     reinforce_epochs: int = 1  # passes over log triplets + replay per run
     reinforce_replay_ratio: float = 2.0  # replayed original training examples per log triplet
+    # Fine-tune the query tower only: passage vectors (the index) stay as the live version's.
+    reinforce_query_tower_only: bool = True
     reinforce_propensity_eta: float = 1.0  # position bias: P(examined | rank r) = (1/r)**eta
     reinforce_max_ipw: float = 10.0  # clip on inverse-propensity weights (variance bound)
     reinforce_bot_max_events_per_s: int = 4  # more events in any 1 s window = a bot session

@@ -47,6 +47,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     warmup_steps: int = 50
     seed: int = 13
+    # Train the query tower alone (embedding and passage tower frozen): passage vectors, and so
+    # the index, stay exactly as they were. The learning loop's fine-tunes use it.
+    query_tower_only: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -168,9 +171,18 @@ class TrainingObjective(nn.Module):
         return parts
 
 
+def freeze_for(model: TwoTower, cfg: TrainConfig) -> None:
+    """Switch off the gradients ``cfg`` keeps fixed (before DDP wraps the model)."""
+    if cfg.query_tower_only:
+        model.embedding.requires_grad_(False)
+        model.passage_tower.requires_grad_(False)
+
+
 def make_optimizer(model: TwoTower, cfg: TrainConfig) -> torch.optim.Optimizer:
     embedding = [p for p in model.embedding.parameters() if p.requires_grad]
-    others = [p for n, p in model.named_parameters() if not n.startswith("embedding.")]
+    others = [
+        p for n, p in model.named_parameters() if not n.startswith("embedding.") and p.requires_grad
+    ]
     groups = [{"params": others, "lr": cfg.lr}]
     if embedding:
         groups.append({"params": embedding, "lr": cfg.embedding_lr})
@@ -237,6 +249,7 @@ def fit_local(
 ) -> list[dict[str, float]]:
     """Train in this process (tiny versions, tests). Returns one record per epoch."""
     seed_everything(cfg.seed)
+    freeze_for(model, cfg)
     objective = TrainingObjective(model, cfg)
     optimizer = make_optimizer(model, cfg)
     steps = cfg.epochs * len(epoch_batches(len(examples), cfg.batch_size, 0, cfg.seed))
@@ -314,6 +327,7 @@ def _ray_worker(config: dict) -> None:
     model = TwoTower(config["model_cfg"])
     model.load_state_dict(ray.get(config["initial_state"]))
     seed_everything(cfg.seed + rank)  # identical weights everywhere, distinct dropout masks
+    freeze_for(model, cfg)
     objective = ray.train.torch.prepare_model(
         TrainingObjective(model, cfg, rank, world),
         parallel_strategy_kwargs={"find_unused_parameters": True},

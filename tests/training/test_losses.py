@@ -88,3 +88,28 @@ def test_bad_training_config_gets_a_clear_error():
         TrainConfig(lr=0)
     with pytest.raises(ValueError, match="unknown training config keys"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+def test_query_tower_only_training_leaves_every_passage_vector_as_it_was():
+    """The learning loop's fine-tunes move the query tower alone, so the index stays valid."""
+    from training.train import fit_local
+
+    seed_everything(0)
+    texts = [
+        ("capital of france", "paris is the capital of france", "bananas are yellow fruit"),
+        ("boiling point of water", "water boils at 100 degrees", "the eiffel tower is tall"),
+        ("largest planet", "jupiter is the largest planet", "water is wet and clear"),
+        ("yellow fruit", "bananas are a yellow fruit", "jupiter has many moons"),
+    ]
+    tok = Tokenizer.build([t for triple in texts for t in triple], min_count=1)
+    model = TwoTower(ModelConfig(vocab_size=len(tok), embed_dim=16, hidden_dim=16, dim=8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    examples = ExampleSet.build([Example(*t) for t in texts], tok, model.config)
+    cfg = TrainConfig(epochs=5, batch_size=4, lr=1e-2, warmup_steps=1, query_tower_only=True)
+    fit_local(model, examples, cfg, log=lambda line: None)
+    after = model.state_dict()
+    frozen = [k for k in after if k.startswith(("embedding.", "passage_tower."))]
+    queries = [k for k in after if k.startswith("query_tower.")]
+    moved = [k for k in queries if not torch.equal(after[k], before[k])]
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)
+    assert moved  # the query tower did learn

@@ -86,6 +86,7 @@ def fine_tune_config(parent_dir: Path, settings: Settings) -> TrainConfig:
             "embedding_lr": base.embedding_lr * LR_SCALE,
             "warmup_steps": 5,
             "seed": settings.seed,
+            "query_tower_only": settings.reinforce_query_tower_only,
         }
     )
 
