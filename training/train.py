@@ -107,8 +107,11 @@ class TrainingObjective(nn.Module):
         self.cfg = cfg
         self.rank, self.world = rank, world
 
-    def _encode(self, side: str, ids: torch.Tensor, lengths: torch.Tensor):
-        return self.model.encode(side, ids[:, : int(lengths.max())], lengths)
+    @staticmethod
+    def _rows(ids: torch.Tensor, lengths: torch.Tensor, mine: slice):
+        """This worker's rows, without the padding columns only other rows needed."""
+        ids, lengths = ids[mine], lengths[mine]
+        return ids[:, : int(lengths.max())], lengths
 
     def _gather(self, mine: torch.Tensor, total: int) -> torch.Tensor:
         """Every worker's rows of a global batch, in order; gradients flow back to their owner."""
@@ -125,9 +128,11 @@ class TrainingObjective(nn.Module):
         cfg, model = self.cfg, self.model
         total = len(batch.weights)
         mine = worker_rows(total, self.rank, self.world)
-        q, q_states = self._encode("query", batch.q_ids[mine], batch.q_lengths[mine])
-        p_mine, p_states = self._encode("passage", batch.p_ids[mine], batch.p_lengths[mine])
-        n_mine, _ = self._encode("passage", batch.n_ids[mine], batch.n_lengths[mine])
+        q_ids, q_lengths = self._rows(batch.q_ids, batch.q_lengths, mine)
+        p_ids, p_lengths = self._rows(batch.p_ids, batch.p_lengths, mine)
+        q, q_states = model.encode("query", q_ids, q_lengths)
+        p_mine, p_states = model.encode("passage", p_ids, p_lengths)
+        n_mine, _ = model.encode("passage", *self._rows(batch.n_ids, batch.n_lengths, mine))
         p, n = self._gather(p_mine, total), self._gather(n_mine, total)
         parts = {
             "triplet": triplet_margin_loss(
@@ -140,12 +145,10 @@ class TrainingObjective(nn.Module):
             positions = max(1, cfg.next_token_positions // self.world)
             parts["next_token"] = 0.5 * (
                 next_token_loss(
-                    model.query_tower.next_token_head, q_states,
-                    batch.q_ids[mine][:, : q_states.shape[1]], batch.q_lengths[mine], positions,
+                    model.query_tower.next_token_head, q_states, q_ids, q_lengths, positions
                 )
                 + next_token_loss(
-                    model.passage_tower.next_token_head, p_states,
-                    batch.p_ids[mine][:, : p_states.shape[1]], batch.p_lengths[mine], positions,
+                    model.passage_tower.next_token_head, p_states, p_ids, p_lengths, positions
                 )
             )  # fmt: skip
             total_loss = total_loss + cfg.next_token_weight * parts["next_token"]

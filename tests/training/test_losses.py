@@ -13,7 +13,13 @@ from training.losses import (
 )
 from training.model import ModelConfig, TwoTower
 from training.text import Tokenizer
-from training.train import TrainConfig, TrainingObjective, make_optimizer, seed_everything
+from training.train import (
+    TrainConfig,
+    TrainingObjective,
+    fit_local,
+    make_optimizer,
+    seed_everything,
+)
 
 
 def unit(*rows):
@@ -52,20 +58,25 @@ def test_embedding_distillation_pulls_each_vector_to_its_teacher_and_skips_missi
         embedding_distillation_loss(student, unit([1, 0, 0], [0, 1, 0]))
 
 
+TINY_TRIPLES = [
+    ("capital of france", "paris is the capital of france", "bananas are yellow fruit"),
+    ("boiling point of water", "water boils at 100 degrees", "the eiffel tower is tall"),
+    ("largest planet", "jupiter is the largest planet", "water is wet and clear"),
+    ("yellow fruit", "bananas are a yellow fruit", "jupiter has many moons"),
+]
+
+
+def tiny_model(**model_options) -> tuple[Tokenizer, TwoTower]:
+    tok = Tokenizer.build([t for triple in TINY_TRIPLES for t in triple], min_count=1)
+    cfg = ModelConfig(vocab_size=len(tok), embed_dim=16, hidden_dim=16, dim=8, **model_options)
+    return tok, TwoTower(cfg)
+
+
 def test_the_objective_falls_on_a_tiny_batch():
     seed_everything(0)
-    texts = [
-        ("capital of france", "paris is the capital of france", "bananas are yellow fruit"),
-        ("boiling point of water", "water boils at 100 degrees", "the eiffel tower is tall"),
-        ("largest planet", "jupiter is the largest planet", "water is wet and clear"),
-        ("yellow fruit", "bananas are a yellow fruit", "jupiter has many moons"),
-    ]
-    tok = Tokenizer.build([t for triple in texts for t in triple], min_count=1)
-    cfg = ModelConfig(vocab_size=len(tok), embed_dim=16, hidden_dim=16, dim=8, dropout=0.0)
-    model = TwoTower(cfg)
-    examples = ExampleSet.build(
-        [Example(*t) for t in texts], tok, cfg, np.random.default_rng(0).normal(size=(4, 3, 6))
-    )
+    tok, model = tiny_model(dropout=0.0)
+    teacher = np.random.default_rng(0).normal(size=(4, 3, 6))
+    examples = ExampleSet.build([Example(*t) for t in TINY_TRIPLES], tok, model.config, teacher)
     train_cfg = TrainConfig(batch_size=4, lr=1e-2, embedding_lr=1e-2, warmup_steps=1)
     objective = TrainingObjective(model, train_cfg)
     optimizer = make_optimizer(model, train_cfg)
@@ -92,19 +103,10 @@ def test_bad_training_config_gets_a_clear_error():
 
 def test_query_tower_only_training_leaves_every_passage_vector_as_it_was():
     """The learning loop's fine-tunes move the query tower alone, so the index stays valid."""
-    from training.train import fit_local
-
     seed_everything(0)
-    texts = [
-        ("capital of france", "paris is the capital of france", "bananas are yellow fruit"),
-        ("boiling point of water", "water boils at 100 degrees", "the eiffel tower is tall"),
-        ("largest planet", "jupiter is the largest planet", "water is wet and clear"),
-        ("yellow fruit", "bananas are a yellow fruit", "jupiter has many moons"),
-    ]
-    tok = Tokenizer.build([t for triple in texts for t in triple], min_count=1)
-    model = TwoTower(ModelConfig(vocab_size=len(tok), embed_dim=16, hidden_dim=16, dim=8))
+    tok, model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    examples = ExampleSet.build([Example(*t) for t in texts], tok, model.config)
+    examples = ExampleSet.build([Example(*t) for t in TINY_TRIPLES], tok, model.config)
     cfg = TrainConfig(epochs=5, batch_size=4, lr=1e-2, warmup_steps=1, query_tower_only=True)
     fit_local(model, examples, cfg, log=lambda line: None)
     after = model.state_dict()
