@@ -75,6 +75,8 @@ SECTIONS = {
     "index": IndexConfig,
 }
 DERIVED_MODEL_KEYS = {"vocab_size", "embed_dim"}  # from the tokenizer and word2vec.dim
+# Keys a run takes from the settings, so an override would be silently ignored.
+FROM_SETTINGS = {"train.seed": "TWOTOWER_SEED (one seed drives word2vec, data and training)"}
 
 
 def get_profile(name: str) -> Profile:
@@ -107,6 +109,8 @@ def with_overrides(profile: Profile, overrides: list[str]) -> Profile:
                 f"bad override {item!r}: use section.key=value with a section among "
                 f"{sorted(SECTIONS)}, or ablation=true|false"
             )
+        if key in FROM_SETTINGS:
+            raise ValueError(f"{key} cannot be overridden: set {FROM_SETTINGS[key]}")
         changes.setdefault(section, {})[name] = value
     current = {
         "model": profile.model,

@@ -29,6 +29,7 @@ def test_overrides_change_only_what_they_name_and_are_recorded():
         ("train.epochs=-1", "epochs must be a positive integer"),
         ("data.ict=-5", "must be >= 0"),
         ("ablation=no", "ablation=true"),
+        ("train.seed=14", "TWOTOWER_SEED"),
     ],
 )
 def test_bad_overrides_get_a_clear_error(override, message):
