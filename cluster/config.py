@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     reinforce_replay_ratio: float = 2.0  # replayed original training examples per log triplet
     # Fine-tune the query tower only: passage vectors (the index) stay as the live version's.
     reinforce_query_tower_only: bool = True
+    # The skip-above (or marked) negative's own hinge, added to the in-batch mean where it
+    # would be one candidate among ~2 x batch (TrainConfig.explicit_negative_weight).
+    reinforce_explicit_negative_weight: float = Field(default=0.0, ge=0)
     reinforce_propensity_eta: float = 1.0  # position bias: P(examined | rank r) = (1/r)**eta
     reinforce_max_ipw: float = 10.0  # clip on inverse-propensity weights (variance bound)
     reinforce_bot_max_events_per_s: int = 4  # more events in any 1 s window = a bot session

@@ -39,6 +39,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     margin: float = 0.2
     in_batch: bool = True
+    # Extra weight of each example's own (mined, given or skip-above) negative over the
+    # in-batch mean, where it is one of ~2 x batch_size candidates (losses/triplet.py).
+    explicit_negative_weight: float = 0.0
     next_token_weight: float = 0.1  # λ
     next_token_positions: int = 2048  # positions sampled per batch and tower
     distill_weight: float = 1.0  # α; used only for examples that carry teacher vectors
@@ -63,6 +66,7 @@ class TrainConfig:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
         for name in (
             "margin",
+            "explicit_negative_weight",
             "next_token_weight",
             "distill_weight",
             "embed_distill_weight",
@@ -138,6 +142,7 @@ class TrainingObjective(nn.Module):
             "triplet": triplet_margin_loss(
                 q, p, n, cfg.margin, cfg.in_batch, batch.same_passage[mine],
                 batch.weights[mine], offset=mine.start,
+                explicit_weight=cfg.explicit_negative_weight,
             )
         }  # fmt: skip
         total_loss = parts["triplet"]

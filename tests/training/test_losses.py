@@ -43,6 +43,21 @@ def test_triplet_loss_counts_in_batch_negatives_but_not_shared_positives():
     assert triplet_margin_loss(q, p, None, margin=0.2, same_passage=same).item() == 0.0
 
 
+def test_explicit_negative_weight_adds_each_rows_own_negative_hinge():
+    q = unit([1, 0], [0, 1])
+    p = q.clone()
+    n = unit([1, 0.2], [1, 0])  # row 0's own negative is nearly its positive; row 1's is far
+    plain = triplet_margin_loss(q, p, n, margin=0.2)
+    weighted = triplet_margin_loss(q, p, n, margin=0.2, explicit_weight=2.0)
+    own_hinge = torch.relu(0.2 - 1.0 + (q[0] * n[0]).sum())  # row 1's own hinge is 0
+    assert own_hinge > 0
+    assert (weighted - plain).item() == pytest.approx(2.0 * own_hinge.item() / 2, rel=1e-5)
+    # Without in-batch candidates the explicit negative is the whole loss already.
+    assert triplet_margin_loss(
+        q, p, n, in_batch=False, explicit_weight=2.0
+    ).item() == pytest.approx(triplet_margin_loss(q, p, n, in_batch=False).item())
+
+
 def test_distillation_loss_is_zero_when_student_ranks_like_the_teacher():
     q, p = unit([1, 0], [0, 1]), unit([1, 0.1], [0.1, 1])
     assert similarity_distillation_loss(q, p, q, p).item() == pytest.approx(0.0, abs=1e-6)

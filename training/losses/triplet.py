@@ -14,6 +14,7 @@ def triplet_margin_loss(
     same_passage: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
     offset: int = 0,
+    explicit_weight: float = 0.0,
 ) -> torch.Tensor:
     """Mean hinge ``max(0, margin - s(q, p+) + s(q, p-))`` over each query's negatives.
 
@@ -24,6 +25,10 @@ def triplet_margin_loss(
     With ``in_batch`` every other row's positive and negative is a negative too, except where
     ``same_passage`` (B, G) says the other row's positive is the same passage as query i's.
     ``weights`` (B,) scale each query's share (feedback triplets carry weights).
+
+    The mean over ~2G candidates gives the one explicit negative a 1/2G share, so a clicked
+    passage's lesson "beat the result shown above it" would drown among easy in-batch rows.
+    ``explicit_weight`` adds that negative's own hinge on top (0: the plain mean).
     """
     batch, total = queries.shape[0], positives.shape[0]
     if queries.shape[1:] != positives.shape[1:] or not 0 <= offset <= total - batch:
@@ -53,6 +58,11 @@ def triplet_margin_loss(
     mask = torch.cat(valid, dim=1).float()
     hinge = torch.relu(margin - positive_scores + negative_scores) * mask
     per_query = hinge.sum(1) / mask.sum(1).clamp(min=1.0)
+    if explicit_weight > 0 and negatives is not None and in_batch:
+        own_negative = (queries * negatives[rows]).sum(-1, keepdim=True)
+        per_query = per_query + explicit_weight * torch.relu(
+            margin - positive_scores + own_negative
+        ).squeeze(1)
     if weights is None:
         return per_query.mean()
     return (per_query * weights).sum() / weights.sum().clamp(min=1e-8)

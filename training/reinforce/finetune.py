@@ -87,6 +87,7 @@ def fine_tune_config(parent_dir: Path, settings: Settings) -> TrainConfig:
             "warmup_steps": 5,
             "seed": settings.seed,
             "query_tower_only": settings.reinforce_query_tower_only,
+            "explicit_negative_weight": settings.reinforce_explicit_negative_weight,
         }
     )
 
