@@ -63,7 +63,9 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         name="full",
         word2vec=Word2VecConfig(dim=128, epochs=5),
-        model=dict(hidden_dim=192, dim=384, max_passage_len=96, pooling="attention"),
+        model=dict(
+            hidden_dim=112, bidirectional=True, dim=384, max_passage_len=96, pooling="attention"
+        ),
         train=TrainConfig(epochs=4, batch_size=64, embed_distill_weight=1.0),
         data=DataConfig(ict=44000),
     ),
