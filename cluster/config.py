@@ -101,6 +101,7 @@ class Settings(BaseSettings):
     reinforce_workers: int = 2  # Ray Train workers for the fine-tune
     reinforce_epochs: int = 1  # passes over log triplets + replay per run
     reinforce_replay_ratio: float = 2.0  # replayed original training examples per log triplet
+    reinforce_lr_scale: float = Field(default=0.5, gt=0)  # fine-tune lr = the parent's x this
     # Fine-tune the query tower only: passage vectors (the index) stay as the live version's.
     reinforce_query_tower_only: bool = True
     # The skip-above (or marked) negative's own hinge, added to the in-batch mean where it

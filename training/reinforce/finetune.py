@@ -29,7 +29,6 @@ from training.reinforce.triplets import LogData
 from training.train import TrainConfig
 
 log = logging.getLogger(__name__)
-LR_SCALE = 0.5  # fine-tuning learning rate = the parent's x this
 
 
 def log_examples(data: LogData, texts: dict[int, str]) -> list[Example]:
@@ -82,8 +81,8 @@ def fine_tune_config(parent_dir: Path, settings: Settings) -> TrainConfig:
         {
             **base.to_dict(),
             "epochs": settings.reinforce_epochs,
-            "lr": base.lr * LR_SCALE,
-            "embedding_lr": base.embedding_lr * LR_SCALE,
+            "lr": base.lr * settings.reinforce_lr_scale,
+            "embedding_lr": base.embedding_lr * settings.reinforce_lr_scale,
             "warmup_steps": 5,
             "seed": settings.seed,
             "query_tower_only": settings.reinforce_query_tower_only,
