@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     reinforce_explicit_negative_weight: float = Field(default=0.0, ge=0)
     reinforce_propensity_eta: float = 1.0  # position bias: P(examined | rank r) = (1/r)**eta
     reinforce_max_ipw: float = 10.0  # clip on inverse-propensity weights (variance bound)
+    # Sessions that must click the same passage for the same query before it is a positive.
+    reinforce_min_click_sessions: int = Field(default=1, ge=1)
     reinforce_bot_max_events_per_s: int = 4  # more events in any 1 s window = a bot session
     reinforce_bot_click_fraction: float = 0.8  # clicking this share of all shown = a bot
     reinforce_holdout_fraction: float = 0.1  # logged queries kept for the gate, never trained

@@ -36,6 +36,29 @@ def event(search, pid, kind="click", *, query="q one", shown=(1, 2, 3, 4), sessi
     )
 
 
+def query_weights(triplets) -> dict[str, float]:
+    """Each query's total weight over its triplets."""
+    totals: dict[str, float] = {}
+    for t in triplets:
+        totals[t.query] = totals.get(t.query, 0.0) + t.weight
+    return totals
+
+
+def test_a_click_counts_once_only_when_enough_sessions_share_it():
+    shown = (1, 2, 3, 4)
+    events = [
+        event("a", 3, shown=shown, session="u1"),
+        event("b", 3, shown=shown, session="u2"),  # a second user clicks the same passage
+        event("c", 4, shown=shown, session="u3"),  # one user's click on something else
+    ]
+    config = TripletConfig(holdout_fraction=0.0, min_click_sessions=2)
+    data = build_log_data(events, config)
+    assert {t.positive for t in data.train} == {3}
+    # The lone click on 4 makes no positive, so search "c" gives no pair at all.
+    assert {t.negative for t in data.train} == {1, 2}
+    assert {t.positive for t in build_log_data(events, CONFIG).train} == {3, 4}
+
+
 def test_skip_above_negatives_and_ipw_weight():
     data = build_log_data([event("a", 3)], CONFIG)
     assert {(t.positive, t.negative, t.source) for t in data.train} == {
@@ -52,8 +75,10 @@ def test_low_rank_click_outweighs_top_rank_click():
         event("b", 2, kind="not_relevant", query="second", shown=(1, 2), session="x", at=5),
     ]
     data = build_log_data(events, TripletConfig(holdout_fraction=0.0, propensity_eta=1.0))
-    weight = {t.query: t.weight for t in data.train}
+    weight = query_weights(data.train)
     assert weight["first"] == pytest.approx(3 * weight["second"])
+    # The rank-3 click's weight is shared by its two skip-above pairs, not counted twice.
+    assert len([t for t in data.train if t.query == "first"]) == 2
     assert propensity(4, 2.0) == pytest.approx(1 / 16)
     with pytest.raises(ValueError, match="rank"):
         propensity(0, 1.0)
@@ -65,7 +90,7 @@ def test_ipw_is_clipped():
     data = build_log_data(
         [event("a", 10, shown=shown), event("b", 2, shown=shown, query="other")], config
     )
-    raw = {t.query: t.weight for t in data.train}
+    raw = query_weights(data.train)
     # rank 10 with eta 2 would weigh 100; clipped to 5, against 4 for the rank-2 click.
     assert raw["q one"] / raw["other"] == pytest.approx(5 / 4)
 

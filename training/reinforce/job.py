@@ -64,6 +64,7 @@ def triplet_config(settings: Settings) -> TripletConfig:
         bot_max_events_per_s=settings.reinforce_bot_max_events_per_s,
         bot_click_fraction=settings.reinforce_bot_click_fraction,
         holdout_fraction=settings.reinforce_holdout_fraction,
+        min_click_sessions=settings.reinforce_min_click_sessions,
     )
 
 

@@ -61,6 +61,9 @@ class TripletConfig:
     bot_click_fraction: float = 0.8  # clicking this share of everything shown = bot ...
     bot_min_shown: int = 5  # ... once at least this many results were shown in the session
     holdout_fraction: float = 0.1  # share of logged queries kept for the gate, never trained
+    # A click makes a positive only once this many sessions clicked that passage for that
+    # query: users click unrelated results too, and those clicks rarely repeat.
+    min_click_sessions: int = 1
 
 
 @dataclass
@@ -141,10 +144,21 @@ def _max_events_in_one_second(stamps: list[float]) -> int:
     return best
 
 
+def corroborated_clicks(events: Iterable[FeedbackEvent], min_sessions: int) -> set[tuple[str, int]]:
+    """(normalised query, pid) pairs that at least ``min_sessions`` sessions clicked."""
+    sessions: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for e in events:
+        if e.kind == "click":
+            sessions[(normalise(e.query), e.pid)].add(e.session)
+    return {key for key, who in sessions.items() if len(who) >= min_sessions}
+
+
 def group_by_search(
-    events: Iterable[FeedbackEvent], config: TripletConfig
+    events: Sequence[FeedbackEvent], config: TripletConfig
 ) -> dict[str, SearchFeedback]:
-    """Positives (with their IPW weight), explicit negatives and clicks per search."""
+    """Positives (with their IPW weight), explicit negatives and clicks per search. A click
+    that too few sessions share still counts as interacted (never a skip-above negative)."""
+    trusted = corroborated_clicks(events, config.min_click_sessions)
     searches: dict[str, SearchFeedback] = {}
     for e in events:
         s = searches.setdefault(
@@ -157,6 +171,8 @@ def group_by_search(
             s.positives[e.pid] = max(s.positives.get(e.pid, 0.0), 1.0)
         else:  # click
             s.clicked.add(e.pid)
+            if (normalise(e.query), e.pid) not in trusted:
+                continue
             if e.pid in e.shown:
                 rank = e.shown.index(e.pid) + 1
                 weight = min(1.0 / propensity(rank, config.propensity_eta), config.max_weight)
@@ -185,8 +201,12 @@ def search_triplets(
             mined = mine(search.query, set(search.positives))
             if mined is not None and mined not in search.positives:
                 negatives[mined] = "mined"
+        # One click is one observation: its pairs share its weight. Otherwise a click at rank
+        # r would count (r - 1) times over, on top of its IPW of up to r, and the rare
+        # unrelated clicks deep in the list (most of what users click there) would outweigh
+        # every relevant click near the top.
         for neg, source in negatives.items():
-            triplets.append(Triplet(search.query, pos, neg, weight, source))
+            triplets.append(Triplet(search.query, pos, neg, weight / len(negatives), source))
     return triplets
 
 
