@@ -8,7 +8,10 @@ Position bias (see docs/learning-loop.md for the why):
   only when a positive has neither, a *mined* passage from a caller-supplied miner;
 - each click is weighted by its inverse propensity ``1 / P(examined | rank)`` with
   ``P = (1 / rank) ** eta``, clipped at ``max_weight``, so relevant passages that users only
-  rarely reach (low ranks) are not under-counted; explicit ``relevant`` marks weigh 1.
+  rarely reach (low ranks) are not under-counted; explicit ``relevant`` marks weigh 1. A
+  click's pairs share its weight;
+- optionally a click counts only once ``min_click_sessions`` sessions made it (unrelated
+  clicks rarely repeat).
 Weights are normalised to mean 1 so log triplets and replay data share a scale.
 """
 
