@@ -86,8 +86,10 @@ def train(
 def evaluate(
     queries: str = typer.Option(..., "--queries", help="TREC topics: qid<TAB>query per line."),
     qrels: str = typer.Option(..., "--qrels", help="TREC qrels: qid 0 pid rel per line."),
-    system: str = typer.Option(
-        "rnn,bm25,meanpool,hybrid", "--system", help="Comma-separated systems to compare."
+    system: list[str] = typer.Option(
+        ["rnn,bm25,meanpool,hybrid"],
+        "--system",
+        help="Systems to compare: comma-separated, or the option repeated.",
     ),
     version: str = typer.Option(
         None, "--version", help="Stored version id or a local version folder; default LATEST."
@@ -108,7 +110,7 @@ def evaluate(
 
     settings = get_settings()
     try:
-        systems = parse_systems(system)
+        systems = parse_systems(",".join(system))
         topics, judgments = load_eval_files(Path(queries), Path(qrels))
         version_dir = resolve_version(settings, version)
         table = compare(

@@ -24,7 +24,7 @@ DEPTH = 100
 
 
 def parse_systems(text: str) -> list[str]:
-    systems = [s.strip() for s in text.split(",") if s.strip()]
+    systems = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
         raise ValueError(f"unknown system(s) {unknown or text!r}; choose from {', '.join(SYSTEMS)}")

@@ -76,11 +76,12 @@ def test_eval_command_rejects_bad_input_clearly(tmp_path):
 
 
 def test_eval_command_prints_one_row_per_system(tiny_version_dir, tmp_path):
+    """``--system`` takes a comma-separated list or repeats; each system is one row."""
     queries, qrels = DATA_DIR / "queries.dl19.tsv.gz", DATA_DIR / "qrels.dl19.tsv.gz"
     result = CliRunner().invoke(
         app,
-        ["eval", "--queries", str(queries), "--qrels", str(qrels), "--system", "rnn,hybrid",
-         "--version", str(tiny_version_dir), "--run-out", str(tmp_path)],
+        ["eval", "--queries", str(queries), "--qrels", str(qrels), "--system", "rnn",
+         "--system", "hybrid", "--version", str(tiny_version_dir), "--run-out", str(tmp_path)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if line.startswith("| ")]
