@@ -41,6 +41,11 @@ def student_passages(version_dir: Path, pids: list[int]) -> np.ndarray:
     return np.stack([rows[p] for p in pids])
 
 
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean cosine of matching rows (both sides L2-normalised)."""
+    return float((a * b).sum(axis=1).mean())
+
+
 def gap_table(
     queries: dict[str, np.ndarray],
     passages: dict[str, np.ndarray],
@@ -68,16 +73,22 @@ def main(version_dir: Path) -> None:
     from training.teacher import MAX_SEQ_LENGTH, TeacherCache
 
     collection = datasets.load_collection()
-    teacher_passages = TeacherCache.load().passages
-    if len(teacher_passages) != len(collection):
+    cache = TeacherCache.load()
+    if len(cache.passages) != len(collection):
         raise ValueError("the teacher cache does not cover the whole corpus")
     passages = {
         "student": student_passages(version_dir, collection.pids),
-        "teacher": teacher_passages,
+        "teacher": cache.passages,
     }
+    encoder = QueryEncoder.load(version_dir)
+    trained = [p.query for p in datasets.load_train_pairs()[:1000]]  # all in the cache
+    print(
+        "student·teacher cosine, mean: corpus passages "
+        f"{mean_cosine(passages['student'], passages['teacher']):.3f}, training queries "
+        f"{mean_cosine(encoder.encode(trained), np.stack([cache.lookup(q) for q in trained])):.3f}"
+    )
     teacher = SentenceTransformer(str(get_model_path()), device="cpu")
     teacher.max_seq_length = MAX_SEQ_LENGTH
-    encoder = QueryEncoder.load(version_dir)
     for split in ("dev", "dl19"):
         topics, qrels = datasets.load_queries(split), datasets.load_qrels(split)
         qids = list(topics)
@@ -86,7 +97,7 @@ def main(version_dir: Path) -> None:
             "student": encoder.encode(texts),
             "teacher": teacher.encode(texts, normalize_embeddings=True, convert_to_numpy=True),
         }
-        cosine = float((queries["student"] * queries["teacher"]).sum(axis=1).mean())
+        cosine = mean_cosine(queries["student"], queries["teacher"])
         print(f"\n{split}: {len(qids)} queries; student·teacher query cosine {cosine:.3f}")
         print(format_table(gap_table(queries, passages, collection.pids, qids, qrels)))
 
