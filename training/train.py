@@ -45,7 +45,7 @@ class TrainConfig:
     next_token_weight: float = 0.1  # λ
     next_token_positions: int = 2048  # positions sampled per batch and tower
     distill_weight: float = 1.0  # α; used only for examples that carry teacher vectors
-    distill_temperature: float = 0.05
+    distill_temperature: float = 0.1  # 0.05 made the teacher almost one-hot (docs/quality.md)
     embed_distill_weight: float = 0.0  # β; needs the model's dim to equal the teacher's
     grad_clip: float = 1.0
     warmup_steps: int = 50
