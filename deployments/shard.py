@@ -24,7 +24,7 @@ from cluster.config import get_settings
 from deployments.merge import Hit
 from deployments.versions import local_copy
 from monitoring.metrics import serving_metrics
-from training.index import load_shard
+from training.index import BLAS_FROM_QUERIES, load_shard, use_blas_from
 from training.text import tokenize
 
 log = logging.getLogger("ray.serve")
@@ -51,6 +51,10 @@ class LoadedShard:
 
     def dense(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         k = min(k, len(self))
+        # One Faiss/BLAS thread, set on the calling thread: OpenMP's thread count is a
+        # per-thread setting, and Serve (or the bench's workers) may call from any thread.
+        faiss.omp_set_num_threads(1)
+        use_blas_from(BLAS_FROM_QUERIES, self.index.d)  # a batch streams the vectors once
         scores, rows = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
         return [
             [
@@ -75,7 +79,6 @@ class LoadedShard:
 @serve.deployment(name="IndexShard")
 class IndexShardDeployment:
     def __init__(self, shard_id: int) -> None:
-        faiss.omp_set_num_threads(1)
         self.shard_id = shard_id
         self.settings = get_settings()
         self.versions: dict[str, LoadedShard] = {}

@@ -118,6 +118,17 @@ def read_index_meta(version_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+# An exact search of 3 or more queries is one matrix product (BLAS) that streams the shard's
+# vectors once. Faiss switches to it only from nq * d >= 128,000 elements, i.e. 334 queries
+# at d = 384; below that it scans the shard once per query. On one core (22k x 384 rows):
+# 32 queries 72 ms that way, 13 ms with BLAS; 1 query 2.5 ms that way, 6.3 ms with BLAS.
+BLAS_FROM_QUERIES = 3
+
+
+def use_blas_from(queries: int, dim: int) -> None:
+    faiss.cvar.distance_compute_blas_threshold = queries * dim
+
+
 @dataclass
 class Shard:
     """One loaded shard: a Faiss index and the pid of each of its rows."""
@@ -134,6 +145,7 @@ class Shard:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores (n, k'), pids (n, k')) best first; k' = min(k, shard size)."""
         k = min(k, len(self.pids))
+        use_blas_from(BLAS_FROM_QUERIES, self.index.d)
         scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         found = rows >= 0  # IVF/HNSW may return fewer than k hits (-1 rows)
         return np.where(found, scores, -np.inf), np.where(found, self.pids[rows], -1)

@@ -43,3 +43,16 @@ def test_bad_index_configuration_gets_a_clear_error(tmp_path):
         load_shard(tmp_path, 2)
     with pytest.raises(FileNotFoundError, match="has no index"):
         load_shards(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 32])
+def test_flat_search_is_exact_for_any_batch_size(tmp_path, batch):
+    """Batches of 3+ queries take Faiss's BLAS path (training/index.py), smaller ones its
+    per-query scan: both must give the exact top k."""
+    x = vectors(n=500, d=64)
+    build_shards(x, np.arange(500), ["t"] * 500, tmp_path, IndexConfig(num_shards=1))
+    queries = vectors(n=batch, d=64, seed=1)
+    scores, found = load_shard(tmp_path, 0).search(queries, k=10)
+    exact = np.argsort(-(queries @ x.T), axis=1, kind="stable")[:, :10]
+    assert found.tolist() == exact.tolist()
+    assert np.allclose(scores, np.take_along_axis(queries @ x.T, exact, axis=1), atol=1e-5)
