@@ -38,6 +38,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cluster.config import Settings, get_settings
+from cluster.haproxy import haproxy_env
 from cluster.processes import ProcessRef, port_in_use, terminate
 from cluster.servers import EmbeddedPostgres, RayHead, SeaweedS3
 
@@ -81,19 +82,13 @@ class Service:
     address: str
     server: Server
     port: int | None = None  # a port this service must own on settings.host
+    extra_ports: tuple[int, ...] = ()  # more of them (e.g. those of the Ray head's HAProxy)
     stage: Literal["services", "app"] = "services"
     external: bool = False
     notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- the services
-def serve_env(settings: Settings) -> dict[str, str]:
-    """Ray Serve's own switches for a Ray head we start: its controller reads them at start."""
-    if not settings.serve_haproxy:
-        return {}
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-
-
 def settings_env(settings: Settings) -> dict[str, str]:
     """The explicitly configured settings as TWOTOWER_* variables, for processes we launch
     (Ray workers in particular), so they see the same configuration as this process."""
@@ -166,13 +161,15 @@ def _ray(settings: Settings) -> Service:
         settings.ray_num_cpus or DEFAULT_RAY_CPUS,
         settings.host,
         metrics_port=settings.metrics_port,
-        env={**settings_env(settings), **serve_env(settings)},
+        env={**settings_env(settings), **haproxy_env(settings, settings.state_dir / "haproxy")},
     )
+    haproxy = (settings.haproxy_stats_port, settings.haproxy_metrics_port)
     return Service(
         "ray",
         f"{server.address} (dashboard {server.dashboard_url})",
         server,
         port=settings.ray_port,
+        extra_ports=haproxy if settings.serve_haproxy else (),
     )
 
 
@@ -258,9 +255,14 @@ def _start_all(stack: list[Service], state: StackState, settings: Settings) -> N
             if svc.name in state.started and svc.server.healthy():
                 progress.update(task, description=f"{svc.name}: already running", completed=1)
                 continue
-            if svc.name not in state.started and svc.port and port_in_use(settings.host, svc.port):
+            taken = [
+                port
+                for port in (svc.port, *svc.extra_ports)
+                if port and svc.name not in state.started and port_in_use(settings.host, port)
+            ]
+            if taken:
                 raise StackError(
-                    f"{svc.name}: port {svc.port} on {settings.host} is taken by a process this "
+                    f"{svc.name}: port {taken[0]} on {settings.host} is taken by a process this "
                     f"stack did not start; free it or set its TWOTOWER_*_PORT"
                 )
             progress.update(task, description=f"{svc.name}: starting")

@@ -129,12 +129,35 @@ def test_up_status_down_and_data_survives(tmp_path):
     assert leftover == []
 
 
-def test_serve_haproxy_is_opt_in_and_sets_serves_own_switches():
+def test_serve_haproxy_switches_and_its_wrapper_keeps_binds_on_the_host(tmp_path):
+    """With serve_haproxy, Serve runs our wrapper, which moves the wildcard binds of Serve's
+    HAProxy template (stats page, Prometheus endpoint) to the stack's host. The wrapper is run
+    for real here, with /bin/echo standing in for HAProxy: no test may open ports on every
+    interface, which is what the real binary would do with the unrewritten file."""
     from cluster.config import Settings
-    from cluster.stack import serve_env
+    from cluster.haproxy import haproxy_env, write_wrapper
 
-    assert serve_env(Settings()) == {}
-    assert serve_env(Settings(serve_haproxy=True)) == {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    }
+    assert haproxy_env(Settings(serve_haproxy=False), tmp_path / "off") == {}
+    env = haproxy_env(
+        Settings(haproxy_stats_port=18404, haproxy_metrics_port=19101), tmp_path / "on"
+    )
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert (env["RAY_SERVE_HAPROXY_STATS_PORT"], env["RAY_SERVE_HAPROXY_METRICS_PORT"]) == (
+        "18404",
+        "19101",
+    )
+    assert os.access(env["RAY_SERVE_HAPROXY_BINARY_PATH"], os.X_OK)
+
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        "global\n    stats socket /tmp/x/admin.sock mode 666 level admin expose-fd listeners\n"
+        "frontend prometheus\n    bind :19101\nfrontend http_frontend\n"
+        "    bind 127.0.0.1:8000\nlisten stats\n  bind *:18404\n  stats enable\n"
+    )
+    wrapper = write_wrapper(tmp_path / "echo", "127.0.0.1", "/bin/echo")
+    args = ["-db", "-f", str(config), "-sf", "42"]
+    done = subprocess.run([str(wrapper), *args], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == args  # the real binary gets Serve's arguments unchanged
+    binds = [line.split()[1] for line in config.read_text().splitlines() if "bind" in line]
+    assert binds == ["127.0.0.1:19101", "127.0.0.1:8000", "127.0.0.1:18404"]
+    assert "mode 600 level admin" in config.read_text()

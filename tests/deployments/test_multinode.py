@@ -20,6 +20,9 @@ def test_shards_on_different_nodes_rank_like_one_node(tiny_version, free_port):
         "TWOTOWER_SERVE_PORT": str(free_port()),
         "TWOTOWER_SHARD_RESOURCE_PREFIX": "shard-",
         "TWOTOWER_NUM_SHARDS": "2",
+        # This cluster's HAProxy beside the session's: its own stats and metrics ports.
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
     }
     env.pop("TWOTOWER_RAY_ADDRESS", None)
     result = subprocess.run(

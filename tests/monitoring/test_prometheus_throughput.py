@@ -75,7 +75,8 @@ def wait_for(server, promql: str, done, timeout: float = 90) -> float | None:
 
 def test_throughput_shows_up_in_prometheus(serving, prometheus_server):
     url = f"{serving.api_base_url}/search"
-    total = 'sum(ray_serve_num_http_requests_total{route="/search"})'
+    # Per route: the app's own counter (under HAProxy, Serve's `route` label is the app prefix).
+    total = 'sum(ray_twotower_requests_total{route="/search"})'
     # Prometheus is scraping this Ray (and nothing is in flight): the count before the load.
     assert wait_for(prometheus_server, 'up{job="ray"}', lambda v: v == 1) == 1
     before = query(prometheus_server, total) or 0.0
@@ -93,6 +94,8 @@ def test_throughput_shows_up_in_prometheus(serving, prometheus_server):
 
     after = wait_for(prometheus_server, total, lambda v: v is not None and v - before >= REQUESTS)
     assert after is not None and after - before >= REQUESTS, (before, after)
-    throughput = query(prometheus_server, "sum(rate(ray_serve_num_http_requests_total[1m]))")
+    # In all: Serve's front-door counter, which the website's status page and the alerts use.
+    front_door = "sum(rate(ray_serve_num_http_requests_total[1m]))"
+    throughput = wait_for(prometheus_server, front_door, lambda v: v is not None and v > 0)
     assert throughput is not None and throughput > 0
     print(f"Prometheus: +{after - before:.0f} /search requests, rate(1m) = {throughput:.2f} req/s")

