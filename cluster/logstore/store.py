@@ -18,6 +18,7 @@ before any row with a higher id, and a later read never finds a new row below it
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import queue
@@ -254,11 +255,13 @@ class LogStore:
 
     @staticmethod
     def _insert(conn: psycopg.Connection, rows: list[dict]) -> None:
+        """In order; each run of one kind is one ``executemany``, which psycopg pipelines
+        (one round trip per run instead of one per row: the ingress writes every search)."""
         with conn.transaction(), conn.cursor() as cur:
             if any(r["type"] == "feedback" for r in rows):
                 cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (FEEDBACK_LOCK,))
-            for row in rows:
-                cur.execute(INSERT_SEARCH if row["type"] == "search" else INSERT_FEEDBACK, row)
+            for kind, run in itertools.groupby(rows, key=lambda r: r["type"]):
+                cur.executemany(INSERT_SEARCH if kind == "search" else INSERT_FEEDBACK, list(run))
 
     def _reject(self, row: dict, err: Exception) -> None:
         self.rejected += 1
