@@ -56,7 +56,7 @@ def ingress_user_config(settings: Settings, live: str) -> dict:
     return {
         "live": live,
         "max_batch_size": settings.encoder_batch_size,
-        "batch_wait_timeout_s": settings.encoder_batch_wait_s,
+        "batch_wait_timeout_s": settings.ingress_batch_wait_s,
     }
 
 

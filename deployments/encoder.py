@@ -71,7 +71,7 @@ class QueryEncoderDeployment:
         parts = await asyncio.gather(*(self._encode_batch((version, c)) for c in chunks))
         return np.concatenate(parts)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.004, batch_size_fn=_queries_in)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, batch_size_fn=_queries_in)
     async def _encode_batch(self, items: list[tuple[str, list[str]]]) -> list[np.ndarray]:
         by_version: dict[str, list[int]] = defaultdict(list)
         for i, (version, _) in enumerate(items):

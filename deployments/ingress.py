@@ -175,7 +175,7 @@ class SearchIngress:
             int(config.get("max_batch_size", self.settings.encoder_batch_size))
         )
         self._retrieve.set_batch_wait_timeout_s(
-            float(config.get("batch_wait_timeout_s", self.settings.encoder_batch_wait_s))
+            float(config.get("batch_wait_timeout_s", self.settings.ingress_batch_wait_s))
         )
         if live == self.live:
             return
@@ -240,7 +240,9 @@ class SearchIngress:
             results=results,
         )
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.004, max_concurrent_batches=4)
+    @serve.batch(
+        max_batch_size=32, batch_wait_timeout_s=0.004, max_concurrent_batches=CONCURRENT_BATCHES
+    )
     async def _retrieve(self, items: list[tuple[str, str, int, str]]) -> list[list[Hit]]:
         """Rank a batch of (version, query, k, mode): one encoder call + one call per shard
         for each version present in the batch."""

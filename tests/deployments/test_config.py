@@ -20,7 +20,8 @@ def test_the_config_file_is_a_valid_serve_config_for_the_builder():
 def test_settings_shape_the_applied_config(settings):
     custom = settings.model_copy(
         update={"num_shards": 3, "shard_replicas": 2, "encoder_max_replicas": 4,
-                "encoder_batch_size": 16, "shard_resource_prefix": "shard-"}
+                "encoder_batch_size": 16, "shard_resource_prefix": "shard-",
+                "ingress_batch_wait_s": 0.007, "encoder_batch_wait_s": 0.002}
     )  # fmt: skip
     config = serve_config(custom, ["a", "b"], "b")
     ServeDeploySchema.model_validate(config)  # what Serve itself accepts
@@ -32,6 +33,9 @@ def test_settings_shape_the_applied_config(settings):
     assert deployments["IndexShard2"]["num_replicas"] == 2
     assert deployments["IndexShard2"]["ray_actor_options"]["resources"] == {"shard-2": 0.01}
     assert deployments[INGRESS]["user_config"]["live"] == "b"
+    # Each batching window reaches its own deployment: the ingress forms the batches.
+    assert deployments[INGRESS]["user_config"]["batch_wait_timeout_s"] == 0.007
+    assert deployments[ENCODER]["user_config"]["batch_wait_timeout_s"] == 0.002
     limits = {d["max_ongoing_requests"] for d in deployments.values()}
     assert limits == {settings.max_ongoing_requests}
 
