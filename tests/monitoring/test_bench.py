@@ -1,0 +1,30 @@
+"""`twotower bench`'s served part: the closed-loop load generator against the running app."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+from monitoring.bench import WARMUP_REQUESTS, served_level
+
+
+def _searches(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM searches").fetchone()[0]
+
+
+def test_a_level_counts_only_its_measured_requests_after_a_warm_up(serving):
+    total = 40
+    assert total < WARMUP_REQUESTS  # so the warm-up is `total` requests too
+    before = _searches(serving.dsn)
+
+    level = served_level(serving.api_base_url, concurrency=4, total=total, max_s=60)
+
+    assert (level.concurrency, level.requests, level.errors) == (4, total, 0)
+    assert level.qps > 0 and 0 < level.p50_ms <= level.p95_ms <= level.p99_ms
+    # Every request reached the app and was logged: the warm-up's and the measured ones.
+    deadline = time.monotonic() + 20
+    while _searches(serving.dsn) < before + 2 * total and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _searches(serving.dsn) == before + 2 * total
