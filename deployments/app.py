@@ -24,7 +24,22 @@ APP_NAME = "twotower"
 IMPORT_PATH = "deployments.app:build_app"
 ENCODER, INGRESS = "QueryEncoder", "SearchIngress"
 REPLICA_CPUS = 0.1  # logical CPUs per replica: each replica runs one thread anyway
-CODE_FILES = ("deployments", "training/model.py", "training/text.py", "training/index.py")
+# Every first-party file a replica imports (tests/deployments/test_config.py checks the list):
+# a change to any of them must restart the replicas on the next `twotower deploy`.
+CODE_FILES = (
+    "deployments",
+    "cluster/__init__.py",
+    "cluster/artifacts.py",
+    "cluster/config.py",
+    "cluster/logstore",
+    "monitoring/__init__.py",
+    "monitoring/metrics.py",
+    "training/__init__.py",
+    "training/fusion.py",
+    "training/index.py",
+    "training/model.py",
+    "training/text.py",
+)
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from cluster.config import REPO_ROOT
-from deployments.app import ENCODER, IMPORT_PATH, INGRESS, build_app, serve_config
+from deployments.app import CODE_FILES, ENCODER, IMPORT_PATH, INGRESS, build_app, serve_config
 
 
 def test_the_config_file_is_a_valid_serve_config_for_the_builder():
@@ -51,3 +56,31 @@ def test_the_builder_serves_the_store_s_live_version(tiny_version):
     ingress = app._bound_deployment
     assert ingress.name == INGRESS
     assert ingress._deployment_config.user_config["live"] == version
+
+
+def test_the_code_hash_covers_every_first_party_file_a_replica_imports():
+    """A replica restarts on `twotower deploy` only when the hash of CODE_FILES changes, so a
+    file it imports but the list misses (the log store's writer, once) would keep running old
+    code after a deploy."""
+    probe = (
+        "import json, sys; import deployments.ingress, deployments.encoder, deployments.shard; "
+        "print(json.dumps([m.__file__ for m in list(sys.modules.values()) "
+        "if getattr(m, '__file__', None)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    first_party = {"cluster", "deployments", "monitoring", "training"}
+    imported = set()
+    for name in json.loads(out.stdout.splitlines()[-1]):
+        path = Path(name).resolve()
+        if path.is_relative_to(REPO_ROOT) and path.relative_to(REPO_ROOT).parts[0] in first_party:
+            imported.add(path.relative_to(REPO_ROOT))
+    covered = {
+        file.relative_to(REPO_ROOT)
+        for entry in CODE_FILES
+        for file in ((REPO_ROOT / entry).rglob("*.py") if (REPO_ROOT / entry).is_dir()
+                     else [REPO_ROOT / entry])
+    }  # fmt: skip
+    assert {"deployments/ingress.py", "cluster/logstore/store.py"} <= {str(p) for p in imported}
+    assert imported <= covered, f"not in CODE_FILES: {sorted(map(str, imported - covered))}"
