@@ -62,6 +62,20 @@ def test_write_and_read_back(logs, settings):
     assert count(settings, "SELECT count(*) FROM searches WHERE session_id = %s", session) == 1
 
 
+def test_a_steady_trickle_of_searches_is_written_in_few_transactions(logs):
+    """Searches arrive one at a time under load (one every 2 ms is 500 per second); the writer
+    gathers them for GATHER_S instead of paying a transaction for each few."""
+    before = logs.stats()
+    for _ in range(60):
+        logs.log_search(a_search(uuid.uuid4().hex))
+        time.sleep(0.002)
+    assert logs.flush(30)
+    after = logs.stats()
+    assert after["written"] - before["written"] == 60
+    transactions = after["transactions"] - before["transactions"]
+    assert 1 <= transactions <= 20, f"60 searches over >= 120 ms took {transactions} transactions"
+
+
 def test_feedback_for_an_unknown_search_is_rejected_not_retried(logs):
     session = uuid.uuid4().hex
     good = a_search(session)
