@@ -75,8 +75,8 @@ def wait_for(server, promql: str, done, timeout: float = 90) -> float | None:
 
 def test_throughput_shows_up_in_prometheus(serving, prometheus_server):
     url = f"{serving.api_base_url}/search"
-    # Per route: the app's own counter (under HAProxy, Serve's `route` label is the app prefix).
-    total = 'sum(ray_twotower_requests_total{route="/search"})'
+    # Per route: the app's own histogram (under HAProxy, Serve's `route` label is the app prefix).
+    total = 'sum(ray_twotower_request_latency_ms_count{route="/search"})'
     # Prometheus is scraping this Ray (and nothing is in flight): the count before the load.
     assert wait_for(prometheus_server, 'up{job="ray"}', lambda v: v == 1) == 1
     before = query(prometheus_server, total) or 0.0
