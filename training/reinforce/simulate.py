@@ -16,8 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import httpx
+import psycopg
 
 from cluster.config import Settings
+from cluster.logstore import LogStore
 from training.datasets import load_qrels
 from training.reinforce.splits import dev_split
 
@@ -71,6 +73,7 @@ def run_sessions(
     plan = [(i, rng.choice(qids), rng.random()) for i in range(sessions)]
     stats, lock = SessionStats(), threading.Lock()
     started = time.monotonic()
+    watermark = _feedback_watermark(settings)
 
     def one(item: tuple[int, str, float]) -> None:
         i, qid, session_seed = item
@@ -106,8 +109,37 @@ def run_sessions(
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(one, plan))
+    if watermark is not None and stats.clicks:
+        session_ids = {f"sim-{seed}-{i}" for i, _, _ in plan}
+        wait_until_logged(settings, watermark, session_ids, stats.clicks)
     stats.seconds = round(time.monotonic() - started, 2)
     return stats
+
+
+def _feedback_watermark(settings: Settings) -> int | None:
+    try:
+        with LogStore(settings) as logs:
+            return logs.latest_feedback_id()
+    except psycopg.Error:  # PostgreSQL down: the sessions still run, nothing waits for it
+        return None
+
+
+def wait_until_logged(
+    settings: Settings, watermark: int, sessions: set[str], clicks: int, timeout_s: float = 30
+) -> bool:
+    """Wait until the log store holds ``clicks`` feedback events of ``sessions`` after
+    ``watermark``. The API acknowledges a click before the ingress's writer stores it (it
+    gathers records for up to 50 ms), so a learning-loop run started right after the sessions
+    would otherwise miss the last clicks until its next run."""
+    deadline = time.monotonic() + timeout_s
+    with LogStore(settings) as logs:
+        while True:
+            rows = logs.feedback_since(watermark)
+            if sum(r["session_id"] in sessions for r in rows) >= clicks:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
 
 
 def wait_until_serving(settings: Settings, version: str, timeout_s: float = 600) -> float:
