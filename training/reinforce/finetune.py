@@ -74,6 +74,30 @@ def teacher_vectors(parent_dir: Path, examples: list[Example]) -> np.ndarray | N
     return TeacherCache.load().triplet_vectors(examples)
 
 
+def parent_vectors(model, tokenizer, examples: list[Example], feedback: int) -> np.ndarray:
+    """(n, 3, dim) vectors of each example's query, positive and negative under the parent
+    itself, for the distillation terms to anchor on. The first ``feedback`` examples are what
+    users taught: their query rows are NaN (no anchor), so only those queries are free to move."""
+    import torch
+
+    from training.model import encode_texts
+
+    cfg = model.config
+    with torch.no_grad():
+        model.eval()
+        queries = encode_texts(
+            model.embedding, model.query_tower, tokenizer,
+            [e.query for e in examples], cfg.max_query_len,
+        )  # fmt: skip
+        passages = encode_texts(
+            model.embedding, model.passage_tower, tokenizer,
+            [t for e in examples for t in (e.positive, e.negative)], cfg.max_passage_len,
+        )  # fmt: skip
+    vectors = np.concatenate([queries[:, None], passages.reshape(len(examples), 2, -1)], axis=1)
+    vectors[:feedback, 0] = np.nan
+    return vectors.astype(np.float16)
+
+
 def fine_tune_config(parent_dir: Path, settings: Settings) -> TrainConfig:
     parent = read_config(parent_dir).get("training", {}).get("train", {})
     base = TrainConfig.from_dict(parent) if parent else TrainConfig()
@@ -125,9 +149,11 @@ def fine_tune_from_logs(settings: Settings, live_dir: Path, data: LogData, out: 
     replay = replay_examples(
         int(len(feedback) * settings.reinforce_replay_ratio), collection.texts, settings.seed
     )
-    examples = ExampleSet.build(
-        feedback + replay, tokenizer, model.config, teacher_vectors(live_dir, feedback + replay)
-    )
+    if settings.reinforce_anchor == "parent":
+        anchors = parent_vectors(model, tokenizer, feedback + replay, len(feedback))
+    else:
+        anchors = teacher_vectors(live_dir, feedback + replay)
+    examples = ExampleSet.build(feedback + replay, tokenizer, model.config, anchors)
     cfg = fine_tune_config(live_dir, settings)
 
     if not ray.is_initialized():
@@ -152,6 +178,7 @@ def fine_tune_from_logs(settings: Settings, live_dir: Path, data: LogData, out: 
             "train": cfg.to_dict(),
             "data": read_config(live_dir).get("training", {}).get("data"),  # inherited
             "examples": {"feedback": len(feedback), "replay": len(replay)},
+            "anchor": settings.reinforce_anchor,
             "checkpoint": f"s3://{settings.s3_bucket}/ray-train/{run_name}",
             "history": history,
             "train_seconds": round(trained_at - started, 2),
