@@ -104,21 +104,18 @@ class Settings(BaseSettings):
     reinforce_min_events: int = 50
     gate_tolerance: float = 0.01
     reinforce_workers: int = 2  # Ray Train workers for the fine-tune
-    reinforce_epochs: int = 1  # passes over log triplets + replay per run
+    reinforce_epochs: int = 3  # passes over log triplets + replay per run
     reinforce_replay_ratio: float = 2.0  # replayed original training examples per log triplet
     reinforce_lr_scale: float = Field(default=0.5, gt=0)  # fine-tune lr = the parent's x this
     # Fine-tune the query tower only: passage vectors (the index) stay as the live version's.
     reinforce_query_tower_only: bool = True
     # The skip-above (or marked) negative's own hinge, added to the in-batch mean where it
     # would be one candidate among ~2 x batch (TrainConfig.explicit_negative_weight).
-    reinforce_explicit_negative_weight: float = Field(default=0.0, ge=0)
+    reinforce_explicit_negative_weight: float = Field(default=1.0, ge=0)
     # What the fine-tune's distillation terms pull towards: "teacher" (the cached MiniLM vectors,
     # as in training) or "parent" (the live version's own vectors of the replayed examples, so
-    # queries users did not click keep their place while clicked ones move). For a full-profile
-    # live version, "parent" with 3 epochs and explicit weight 1 learns the clicked queries
-    # without losing the others; on the quick demo version it moves too far and the gate rejects
-    # it, so the defaults stay gentle (docs/learning-loop.md).
-    reinforce_anchor: Literal["teacher", "parent"] = "teacher"
+    # queries users did not click keep their place while clicked ones move; docs/learning-loop.md).
+    reinforce_anchor: Literal["teacher", "parent"] = "parent"
     reinforce_propensity_eta: float = 1.0  # position bias: P(examined | rank r) = (1/r)**eta
     reinforce_max_ipw: float = 10.0  # clip on inverse-propensity weights (variance bound)
     # Sessions that must click the same passage for the same query before it is a positive.

@@ -5,8 +5,8 @@
 - Mixes the weighted log triplets with ``reinforce_replay_ratio`` x as many replayed examples
   of the original training data (MS MARCO train triples and pairs; never an evaluation query),
   so the model does not forget what it knew for the sake of what users clicked this hour.
-- With ``reinforce_anchor = "parent"``, anchors the distillation terms on the parent's own
-  vectors of the replayed examples: unclicked queries are held in place, clicked ones move.
+- Anchors the distillation terms on the parent's own vectors of the replayed examples
+  (``reinforce_anchor = "parent"``): unclicked queries are held in place, clicked ones move.
 - Trains with the model's ``fit_ray`` (Ray Train ``TorchTrainer``, ``reinforce_workers`` CPU
   DDP workers); checkpoints go to S3 (``s3://<bucket>/ray-train/reinforce-<time>``).
 - Re-encodes the parent's passages with the new passage tower into a fresh index, so the
