@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cluster.config import Settings
 from training import datasets
 from training.examples import Example, ExampleSet
 from training.index import IndexConfig, load_shards, read_index_meta
-from training.model import load_model, read_config
+from training.model import encode_texts, load_model, read_config
 from training.reinforce.triplets import LogData
 from training.train import TrainConfig
 
@@ -80,10 +81,6 @@ def parent_vectors(model, tokenizer, examples: list[Example], feedback: int) -> 
     """(n, 3, dim) vectors of each example's query, positive and negative under the parent
     itself, for the distillation terms to anchor on. The first ``feedback`` examples are what
     users taught: their query rows are NaN (no anchor), so only those queries are free to move."""
-    import torch
-
-    from training.model import encode_texts
-
     cfg = model.config
     with torch.no_grad():
         model.eval()
