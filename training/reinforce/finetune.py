@@ -115,11 +115,13 @@ def fine_tune_config(parent_dir: Path, settings: Settings) -> TrainConfig:
 
 
 def bm25_miner(collection: datasets.Collection, seed: int, depth: int = 10):
-    """``mine(query, positives) -> pid | None``: a seeded pick among the query's BM25 top
-    ``depth`` that is not a known positive. The index is built on first use only."""
+    """``mine(query, positives) -> pid | None``: a pick among the query's BM25 top ``depth``
+    that is not a known positive, seeded by (seed, query) so the same logs give the same
+    negatives whatever order their events arrived in (concurrent users interleave). The index
+    is built on first use only."""
     from training.bm25 import BM25Index
+    from training.reinforce.splits import normalise
 
-    rng = random.Random(seed)
     index: list[BM25Index] = []
 
     def mine(query: str, positives: set[int]) -> int | None:
@@ -128,6 +130,7 @@ def bm25_miner(collection: datasets.Collection, seed: int, depth: int = 10):
         pids, scores = index[0].search([query], k=depth)
         candidates = [int(p) for p, s in zip(pids[0], scores[0], strict=True) if s > 0]
         candidates = [p for p in candidates if p not in positives]
+        rng = random.Random(f"{seed}:{normalise(query)}")  # str seeds hash stably (sha512)
         return rng.choice(candidates) if candidates else None
 
     return mine
