@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from training.datasets import load_queries
 from training.reinforce.evaluation import evaluate_for_gate, evaluate_per_query, rank
-from training.reinforce.splits import dev_split
+from training.reinforce.splits import dev_split, normalise
 
 
 def test_gate_metrics_of_a_real_version(tiny_version_dir):
@@ -22,3 +23,17 @@ def test_gate_metrics_of_a_real_version(tiny_version_dir):
     assert set(per_query["dev_heldout"]) == set(dev_split().held_out)
     halves = len(per_query["dev_heldout"]) + len(per_query["dev_simulated"])
     assert halves == len(per_query["dev"])
+
+
+def test_the_gate_leaves_the_queries_a_run_trained_on_out_of_dev(tiny_version_dir):
+    """Simulated users ask dev queries; a candidate that memorised them must not look better
+    on dev for it."""
+    dev = evaluate_per_query(tiny_version_dir)["dev"]
+    queries = load_queries("dev")
+    trained = [normalise(queries[qid]) for qid in sorted(dev)[:5]]
+
+    gated = evaluate_per_query(tiny_version_dir, trained=trained)
+
+    assert set(gated["dev"]) == set(dev) - set(sorted(dev)[:5])
+    assert all(gated["dev"][qid] == dev[qid] for qid in gated["dev"])
+    assert set(gated["dev_simulated"]) == set(dev_split().simulated)  # reported halves stay whole

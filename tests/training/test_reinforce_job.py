@@ -132,6 +132,8 @@ def test_feedback_becomes_a_published_version_and_events_are_used_once(loop):
     provenance = manifest.extra["reinforce"]
     assert provenance["watermark_to"] == result.watermark_to
     assert provenance["events_used"] == events and provenance["triplets"] > 0
+    # The sessions asked dev queries: the gate's dev left the ones the run trained on out.
+    assert 0 < provenance["dev_queries_trained"] <= provenance["triplets"]
     assert set(manifest.metrics) >= {"dev", "dl19", "dev_heldout"}
     assert any(f.startswith("index/shard-") for f in manifest.files)
     assert watermark(settings) == result.watermark_to

@@ -164,8 +164,9 @@ def _train_and_gate(
         candidate_dir = (build_candidate or fine_tune_candidate)(
             settings, live_dir, data, Path(tmp) / "candidate"
         )
-        live_metrics = evaluate_for_gate(live_dir, data.holdout)
-        candidate_metrics = evaluate_for_gate(candidate_dir, data.holdout)
+        trained = data.trained_queries()
+        live_metrics = evaluate_for_gate(live_dir, data.holdout, trained)
+        candidate_metrics = evaluate_for_gate(candidate_dir, data.holdout, trained)
         decision = decide(
             live_metrics, candidate_metrics, settings.gate_tolerance, len(data.holdout)
         )
@@ -213,6 +214,8 @@ def _provenance(result: RunResult, data: LogData, decision: GateDecision) -> dic
         "triplets": len(data.train),
         "bot_sessions": data.bot_sessions,
         "logged_holdout_queries": len(data.holdout),
+        # dev queries the run trained on (simulated users ask dev queries): not in the gate's dev
+        "dev_queries_trained": len(_dev_texts() & data.trained_queries()),
         "gate": {"passed": decision.passed, "reason": decision.reason},
         "metrics": result.metrics,
     }
@@ -242,6 +245,13 @@ def _repair(logs, store) -> None:
     if consumed is not None and consumed > logs.get_watermark():
         log.warning("watermark behind the live version's data; advancing to %s", consumed)
         logs.set_watermark(consumed)
+
+
+def _dev_texts() -> frozenset[str]:
+    from training.datasets import load_queries
+    from training.reinforce.splits import normalise
+
+    return frozenset(normalise(q) for q in load_queries("dev").values())
 
 
 def _merge_metrics(version_dir: Path, metrics: dict) -> None:

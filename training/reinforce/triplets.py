@@ -94,6 +94,11 @@ class LogData:
     bot_sessions: int
     dropped_untrainable: int
 
+    def trained_queries(self) -> frozenset[str]:
+        """Normalised texts of the queries the fine-tune learns from (the gate leaves them out
+        of dev)."""
+        return frozenset(normalise(t.query) for t in self.train)
+
 
 def propensity(rank: int, eta: float) -> float:
     if rank < 1:
