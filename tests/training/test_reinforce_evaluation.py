@@ -13,9 +13,17 @@ def test_gate_metrics_of_a_real_version(tiny_version_dir):
     assert all(len(pids) == 10 for pids in top.values())
     # Logged qrels: the version's own top hit for one query, its 10th for the other.
     holdout = {"what is a cat": {top["a"][0]}, "how to cook rice": {top["b"][9]}}
-    metrics = evaluate_for_gate(tiny_version_dir, holdout)
+    metrics = evaluate_for_gate(tiny_version_dir, holdout, trained=())
     assert metrics["logged"]["MRR@10"] == (1.0 + 0.1) / 2
-    assert set(metrics) == {"dev", "dev_heldout", "dev_simulated", "dl19", "logged"}
+    assert set(metrics) == {
+        "dev",
+        "dev_heldout",
+        "dev_simulated",
+        "dl19",
+        "logged",
+        "dev_untrained",
+    }
+    assert metrics["dev_untrained"] == metrics["dev"]  # nothing trained: all of dev
     assert 0.0 < metrics["dev"]["MRR@10"] <= 1.0
     assert 0.0 <= metrics["dl19"]["nDCG@10"] <= 1.0
 
@@ -34,6 +42,7 @@ def test_the_gate_leaves_the_queries_a_run_trained_on_out_of_dev(tiny_version_di
 
     gated = evaluate_per_query(tiny_version_dir, trained=trained)
 
-    assert set(gated["dev"]) == set(dev) - set(sorted(dev)[:5])
-    assert all(gated["dev"][qid] == dev[qid] for qid in gated["dev"])
-    assert set(gated["dev_simulated"]) == set(dev_split().simulated)  # reported halves stay whole
+    assert set(gated["dev_untrained"]) == set(dev) - set(sorted(dev)[:5])
+    assert all(gated["dev_untrained"][qid] == dev[qid] for qid in gated["dev_untrained"])
+    assert gated["dev"] == dev  # the reported sets stay whole
+    assert set(gated["dev_simulated"]) == set(dev_split().simulated)

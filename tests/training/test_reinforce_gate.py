@@ -7,11 +7,15 @@ import pytest
 from training.reinforce.evaluation import paired_bootstrap
 from training.reinforce.gate import MIN_LOGGED_QUERIES, decide
 
-LIVE = {"dev": {"MRR@10": 0.30}, "dl19": {"nDCG@10": 0.50}, "logged": {"MRR@10": 0.40}}
+LIVE = {"dev_untrained": {"MRR@10": 0.30}, "dl19": {"nDCG@10": 0.50}, "logged": {"MRR@10": 0.40}}
 
 
 def metrics(dev, dl19, logged):
-    return {"dev": {"MRR@10": dev}, "dl19": {"nDCG@10": dl19}, "logged": {"MRR@10": logged}}
+    return {
+        "dev_untrained": {"MRR@10": dev},
+        "dl19": {"nDCG@10": dl19},
+        "logged": {"MRR@10": logged},
+    }
 
 
 def test_better_or_within_tolerance_passes():
@@ -22,7 +26,7 @@ def test_worse_beyond_tolerance_on_any_set_fails_and_says_which():
     decision = decide(LIVE, metrics(0.35, 0.48, 0.45), 0.01, MIN_LOGGED_QUERIES)
     assert not decision.passed
     assert "dl19 nDCG@10 -0.0200" in decision.reason
-    assert decision.deltas["dev/MRR@10"] == pytest.approx(0.05)
+    assert decision.deltas["dev_untrained/MRR@10"] == pytest.approx(0.05)
 
 
 def test_small_logged_slice_is_not_gated_but_reported():
@@ -34,7 +38,7 @@ def test_small_logged_slice_is_not_gated_but_reported():
 
 def test_missing_metric_or_negative_tolerance_is_a_clear_error():
     with pytest.raises(ValueError, match="missing dl19 nDCG@10"):
-        decide(LIVE, {"dev": {"MRR@10": 0.3}}, 0.01, 0)
+        decide(LIVE, {"dev_untrained": {"MRR@10": 0.3}}, 0.01, 0)
     with pytest.raises(ValueError, match="gate_tolerance"):
         decide(LIVE, LIVE, -0.1, 0)
 

@@ -134,7 +134,7 @@ def test_feedback_becomes_a_published_version_and_events_are_used_once(loop):
     assert provenance["events_used"] == events and provenance["triplets"] > 0
     # The sessions asked dev queries: the gate's dev left the ones the run trained on out.
     assert 0 < provenance["dev_queries_trained"] <= provenance["triplets"]
-    assert set(manifest.metrics) >= {"dev", "dl19", "dev_heldout"}
+    assert set(manifest.metrics) >= {"dev", "dl19", "dev_heldout", "dev_untrained"}
     assert any(f.startswith("index/shard-") for f in manifest.files)
     assert watermark(settings) == result.watermark_to
     with LogStore(settings) as logs:
@@ -167,7 +167,7 @@ def test_a_worse_candidate_is_rejected_and_the_live_version_stays(loop):
     assert set(store.list_versions()) == before_versions | {result.candidate}
     provenance = store.manifest(result.candidate).extra["reinforce"]
     assert provenance["gate"]["passed"] is False
-    assert provenance["metrics"]["deltas"]["dev/MRR@10"] < 0
+    assert provenance["metrics"]["deltas"]["dev_untrained/MRR@10"] < 0
     assert watermark(settings) == result.watermark_to  # its events were consumed
 
 

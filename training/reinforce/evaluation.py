@@ -59,17 +59,17 @@ def mean(values: PerQuery) -> float:
 
 
 def eval_sets(
-    logged_holdout: Mapping[str, set[int]] | None = None, trained: Collection[str] = ()
+    logged_holdout: Mapping[str, set[int]] | None = None,
+    trained: Collection[str] | None = None,
 ) -> dict:
     """name -> (queries, qrels, measure). The dev halves are reported apart so nobody has to
-    trust a dev number that includes the queries the simulated users clicked on. ``trained``
-    (normalised query texts a fine-tune learned from) leave "dev", so the gate's dev number
-    measures what the candidate does for queries it did not see, not what it memorised."""
+    trust a dev number that includes the queries the simulated users clicked on. Given
+    ``trained`` (normalised texts of the queries a fine-tune learned from), "dev_untrained" is
+    dev without them: what the gate compares, so a candidate cannot pass on what it memorised."""
     dev_q, dev_qrels = load_queries("dev"), load_qrels("dev")
     split = dev_split()
-    unseen = {qid: q for qid, q in dev_q.items() if normalise(q) not in trained}
     sets = {
-        "dev": (unseen, _only(dev_qrels, unseen), MRR10),
+        "dev": (dev_q, dev_qrels, MRR10),
         "dev_heldout": (split.held_out, _only(dev_qrels, split.held_out), MRR10),
         "dev_simulated": (split.simulated, _only(dev_qrels, split.simulated), MRR10),
         "dl19": (load_queries("dl19"), load_qrels("dl19"), NDCG10),
@@ -78,6 +78,9 @@ def eval_sets(
         queries = {f"log{i}": q for i, q in enumerate(sorted(logged_holdout))}
         qrels = {qid: {str(p): 1 for p in logged_holdout[q]} for qid, q in queries.items()}
         sets["logged"] = (queries, qrels, MRR10)
+    if trained is not None:
+        unseen = {qid: q for qid, q in dev_q.items() if normalise(q) not in trained}
+        sets["dev_untrained"] = (unseen, _only(dev_qrels, unseen), MRR10)
     return sets
 
 
@@ -88,7 +91,7 @@ def _only(qrels: Mapping[str, dict], queries: Mapping[str, str]) -> dict[str, di
 def evaluate_per_query(
     version_dir: Path,
     logged_holdout: Mapping[str, set[int]] | None = None,
-    trained: Collection[str] = (),
+    trained: Collection[str] | None = None,
 ) -> dict[str, PerQuery]:
     results = {}
     for name, (queries, qrels, measure) in eval_sets(logged_holdout, trained).items():
@@ -98,11 +101,11 @@ def evaluate_per_query(
 
 def evaluate_for_gate(
     version_dir: Path,
-    logged_holdout: Mapping[str, set[int]] | None = None,
-    trained: Collection[str] = (),
+    logged_holdout: Mapping[str, set[int]] | None,
+    trained: Collection[str],
 ) -> dict[str, dict[str, float]]:
-    """{set: {metric: mean}}, named like the model's metrics.json (MRR@10, nDCG@10); "dev"
-    without the ``trained`` queries."""
+    """{set: {metric: mean}}, named like the model's metrics.json (MRR@10, nDCG@10), with
+    "dev_untrained" (dev without the ``trained`` queries) for the gate."""
     measures = {
         name: "nDCG@10" if m == NDCG10 else "MRR@10"
         for name, (_, _, m) in eval_sets(logged_holdout, trained).items()
