@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     # Fine-tune lr = the parent's peak lr x this. 0.2 learns a third of what 0.5 does on the
     # clicked queries, but 0.5 moved DL19 by -0.013 on 2 of 3 click sets of the full model and
     # the held-out dev half by -0.021 on the quick one, so the gate threw most of its runs (and
-    # their clicks) away (docs/learning-loop.md, "Same clicks, two learning rates").
+    # their clicks) away (docs/learning-loop.md, "Same clicks, several fine-tunes").
     reinforce_lr_scale: float = Field(default=0.2, gt=0)
     # Fine-tune the query tower only: passage vectors (the index) stay as the live version's.
     reinforce_query_tower_only: bool = True

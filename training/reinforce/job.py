@@ -214,7 +214,7 @@ def _provenance(result: RunResult, data: LogData, decision: GateDecision) -> dic
         "triplets": len(data.train),
         "bot_sessions": data.bot_sessions,
         "logged_holdout_queries": len(data.holdout),
-        # dev queries the run trained on (simulated users ask dev queries): not in the gate's dev
+        # dev queries the run trained on (simulated users ask dev queries): not in dev_untrained
         "dev_queries_trained": len(_dev_texts() & data.trained_queries()),
         "gate": {"passed": decision.passed, "reason": decision.reason},
         "metrics": result.metrics,
