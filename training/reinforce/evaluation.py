@@ -79,9 +79,14 @@ def eval_sets(
         qrels = {qid: {str(p): 1 for p in logged_holdout[q]} for qid, q in queries.items()}
         sets["logged"] = (queries, qrels, MRR10)
     if trained is not None:
-        unseen = {qid: q for qid, q in dev_q.items() if normalise(q) not in trained}
+        unseen = untrained_dev(trained)
         sets["dev_untrained"] = (unseen, _only(dev_qrels, unseen), MRR10)
     return sets
+
+
+def untrained_dev(trained: Collection[str]) -> dict[str, str]:
+    """qid -> query of the dev queries whose normalised text is not in ``trained``."""
+    return {qid: q for qid, q in load_queries("dev").items() if normalise(q) not in trained}
 
 
 def _only(qrels: Mapping[str, dict], queries: Mapping[str, str]) -> dict[str, dict]:

@@ -138,7 +138,8 @@ def _run_locked(settings, logs, store, force, build_candidate, roll_out) -> RunR
 def _train_and_gate(
     settings, logs, store, rows, result: RunResult, build_candidate, roll_out
 ) -> None:
-    from training.reinforce.evaluation import evaluate_for_gate
+    from training.datasets import load_queries
+    from training.reinforce.evaluation import evaluate_for_gate, untrained_dev
     from training.reinforce.events import events_from_rows
     from training.reinforce.finetune import bm25_miner, parent_collection
     from training.reinforce.splits import untrainable_queries
@@ -165,6 +166,7 @@ def _train_and_gate(
             settings, live_dir, data, Path(tmp) / "candidate"
         )
         trained = data.trained_queries()
+        dev_trained = len(load_queries("dev")) - len(untrained_dev(trained))
         live_metrics = evaluate_for_gate(live_dir, data.holdout, trained)
         candidate_metrics = evaluate_for_gate(candidate_dir, data.holdout, trained)
         decision = decide(
@@ -179,7 +181,7 @@ def _train_and_gate(
         manifest = store.upload_version(
             candidate_dir,
             parent=result.parent,
-            extra={"reinforce": _provenance(result, data, decision)},
+            extra={"reinforce": _provenance(result, data, decision, dev_trained)},
         )
     result.candidate = manifest.version
     if decision.passed:
@@ -203,7 +205,7 @@ def _publish(settings: Settings, store, result: RunResult, roll_out) -> None:
         raise
 
 
-def _provenance(result: RunResult, data: LogData, decision: GateDecision) -> dict:
+def _provenance(result: RunResult, data: LogData, decision: GateDecision, dev_trained: int) -> dict:
     return {
         "run_id": result.run_id,
         "parent": result.parent,
@@ -215,7 +217,7 @@ def _provenance(result: RunResult, data: LogData, decision: GateDecision) -> dic
         "bot_sessions": data.bot_sessions,
         "logged_holdout_queries": len(data.holdout),
         # dev queries the run trained on (simulated users ask dev queries): not in dev_untrained
-        "dev_queries_trained": len(_dev_texts() & data.trained_queries()),
+        "dev_queries_trained": dev_trained,
         "gate": {"passed": decision.passed, "reason": decision.reason},
         "metrics": result.metrics,
     }
@@ -245,13 +247,6 @@ def _repair(logs, store) -> None:
     if consumed is not None and consumed > logs.get_watermark():
         log.warning("watermark behind the live version's data; advancing to %s", consumed)
         logs.set_watermark(consumed)
-
-
-def _dev_texts() -> frozenset[str]:
-    from training.datasets import load_queries
-    from training.reinforce.splits import normalise
-
-    return frozenset(normalise(q) for q in load_queries("dev").values())
 
 
 def _merge_metrics(version_dir: Path, metrics: dict) -> None:
