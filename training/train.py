@@ -53,6 +53,9 @@ class TrainConfig:
     # Train the query tower alone (embedding and passage tower frozen): passage vectors, and so
     # the index, stay exactly as they were. The learning loop's fine-tunes use it.
     query_tower_only: bool = False
+    # Learning-rate multiplier for what shapes passage vectors (the embedding and the passage
+    # tower) when they train: a fine-tune can move them more gently than the query tower.
+    passage_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -61,7 +64,7 @@ class TrainConfig:
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.batch_size < 2 and self.in_batch:
             problems.append("in-batch negatives need batch_size >= 2")
-        for name in ("lr", "embedding_lr", "distill_temperature"):
+        for name in ("lr", "embedding_lr", "distill_temperature", "passage_lr_scale"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
         for name in (
@@ -187,14 +190,19 @@ def freeze_for(model: TwoTower, cfg: TrainConfig) -> None:
 
 
 def make_optimizer(model: TwoTower, cfg: TrainConfig) -> torch.optim.Optimizer:
-    embedding = [p for p in model.embedding.parameters() if p.requires_grad]
-    others = [
-        p for n, p in model.named_parameters() if not n.startswith("embedding.") and p.requires_grad
+    def trainable(prefix: str, exclude: tuple[str, ...] = ()) -> list:
+        return [
+            p
+            for n, p in model.named_parameters()
+            if n.startswith(prefix) and not n.startswith(exclude) and p.requires_grad
+        ]
+
+    groups = [
+        {"params": trainable("", ("embedding.", "passage_tower.")), "lr": cfg.lr},
+        {"params": trainable("passage_tower."), "lr": cfg.lr * cfg.passage_lr_scale},
+        {"params": trainable("embedding."), "lr": cfg.embedding_lr * cfg.passage_lr_scale},
     ]
-    groups = [{"params": others, "lr": cfg.lr}]
-    if embedding:
-        groups.append({"params": embedding, "lr": cfg.embedding_lr})
-    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
 
 
 def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):

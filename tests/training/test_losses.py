@@ -130,3 +130,17 @@ def test_query_tower_only_training_leaves_every_passage_vector_as_it_was():
     moved = [k for k in queries if not torch.equal(after[k], before[k])]
     assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)
     assert moved  # the query tower did learn
+
+
+def test_passage_lr_scale_moves_what_shapes_passage_vectors_more_gently():
+    _, model = tiny_model()
+    cfg = TrainConfig(lr=1e-2, embedding_lr=4e-3, passage_lr_scale=0.25)
+    optimizer = make_optimizer(model, cfg)
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    assert len(lr_of) == len(named)  # every trainable parameter is in exactly one group
+    for name, param in named.items():
+        expected = {"embedding": 1e-3, "passage_tower": 2.5e-3}.get(name.split(".")[0], 1e-2)
+        assert lr_of[id(param)] == pytest.approx(expected), name
+    with pytest.raises(ValueError, match="passage_lr_scale must be > 0"):
+        TrainConfig(passage_lr_scale=0)

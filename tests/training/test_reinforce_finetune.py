@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from cluster.config import Settings
 from training import datasets
 from training.examples import Example
 from training.model import QueryEncoder, load_model
-from training.reinforce.finetune import bm25_miner, parent_vectors
+from training.reinforce.finetune import bm25_miner, fine_tune_config, parent_vectors
 
 
 def test_the_parent_anchor_is_the_parent_itself_except_for_the_queries_users_taught(
@@ -46,3 +48,16 @@ def test_mined_negatives_do_not_depend_on_the_order_events_arrived_in():
 
         assert alone == after_another
         assert alone in range(101, 108)  # on topic, and never the known positive
+
+
+def test_the_passage_side_fine_tunes_at_its_own_share_of_the_lr_and_zero_freezes_it(
+    tiny_version_dir,
+):
+    settings = Settings(reinforce_lr_scale=0.2, reinforce_passage_lr_scale=0.25)
+    cfg = fine_tune_config(tiny_version_dir, settings)
+    assert not cfg.query_tower_only and cfg.passage_lr_scale == 0.25
+
+    frozen = fine_tune_config(tiny_version_dir, Settings(reinforce_passage_lr_scale=0))
+    assert frozen.query_tower_only  # the index keeps the live version's passage vectors
+    with pytest.raises(ValueError, match="reinforce_passage_lr_scale"):
+        Settings(reinforce_passage_lr_scale=-0.1)

@@ -108,7 +108,8 @@ def fine_tune_config(parent_dir: Path, settings: Settings) -> TrainConfig:
             "embedding_lr": base.embedding_lr * settings.reinforce_lr_scale,
             "warmup_steps": 5,
             "seed": settings.seed,
-            "query_tower_only": settings.reinforce_query_tower_only,
+            "query_tower_only": settings.reinforce_passage_lr_scale == 0,
+            "passage_lr_scale": settings.reinforce_passage_lr_scale or 1.0,
             "explicit_negative_weight": settings.reinforce_explicit_negative_weight,
         }
     )
