@@ -69,9 +69,10 @@ class Settings(BaseSettings):
     encoder_upscale_delay_s: float = 10.0  # Serve autoscaler: sustained load before adding
     encoder_downscale_delay_s: float = 60.0  # ... and sustained calm before removing a replica
     encoder_batch_size: int = 32  # also the ingress's batch: queries per fan-out
-    # The ingress's window forms the batches; the encoder then takes whatever has queued while
+    # The ingress's window forms the batches, and is used only while another batch is in
+    # flight (a lone search goes at once); the encoder then takes whatever has queued while
     # its last forward pass ran (no window of its own: waiting twice only added latency).
-    ingress_batch_wait_s: float = 0.004
+    ingress_batch_wait_s: float = 0.012
     encoder_batch_wait_s: float = 0.0
     ingress_replicas: int = 1
     shard_resource_prefix: str = ""  # "shard-" = shard i needs custom resource "shard-i"

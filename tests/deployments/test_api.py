@@ -9,6 +9,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from deployments.app import deploy
 from training.index import load_shards, search_shards
 from training.model import QueryEncoder
 
@@ -131,3 +132,16 @@ def test_status_endpoints(api, tiny_version):
     assert "runs" in api.get("/runs").json()
     assert api.get("/openapi.json").json()["paths"].keys() >= {"/search", "/feedback"}
     assert api.get("/docs").status_code == 200
+
+
+def test_a_lone_search_does_not_wait_for_the_batch_window(api, serving):
+    """The ingress holds a batch open for more searches only while another batch is in flight,
+    so a search that arrives alone answers at once even behind a 5-second window."""
+    deploy(serving.model_copy(update={"ingress_batch_wait_s": 5.0}))  # in place: user_config
+    try:
+        for query in QUERIES:
+            response = api.post("/search", json={"query": query})
+            assert response.status_code == 200, response.text
+            assert response.json()["latency_ms"] < 2500
+    finally:
+        deploy(serving)
