@@ -256,7 +256,7 @@ class SeaweedS3(ManagedProcess):
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
         ports = self._ports()
         cmd = [
-            _venv_tool("weed"), "mini",
+            _venv_tool("weed"), f"-logdir={self.data_dir}", "mini",  # its own logs, not /tmp's
             f"-dir={self.data_dir / 'data'}",
             f"-ip={self.host}", f"-ip.bind={self.host}",
             "-master.telemetry=false",
