@@ -10,6 +10,12 @@ Three parts, each bounded in request count and time:
    classes the replicas run) called directly, batched like the app batches (up to
    ``encoder_batch_size`` queries per pass), one thread per core, at Ray's worker priority.
    The ratio served ÷ in-process says what HTTP + Ray cost.
+   Next to it, the **HTTP floor**: the same load generator on ``GET /healthz``, a route that
+   searches nothing, at the highest level. It is the most any route of the app can serve on
+   this machine, so it splits the gap into Serve's HTTP path and the search pipeline.
+   Every level also reports the machine's idle and steal share while it ran (``/proc/stat``):
+   on a shared virtual machine, time the hypervisor gives to other guests (steal) moves
+   every number here, so a run says how much it had.
 3. **Scale.** A synthetic, clustered corpus of 1,000,000 vectors over 4 IVF shards (Faiss
    IndexIVFFlat, inner product, one OpenMP thread): p50/p99 latency of one query over all
    shards, and recall@10 against exact search.
@@ -51,6 +57,39 @@ class Level:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    idle_pct: float | None = None  # the machine's CPU share that sat idle during the level
+    steal_pct: float | None = None  # ... and that the hypervisor gave to other guests
+
+
+class MachineShare:
+    """Idle and steal shares of all CPUs between ``start()`` and ``stop()`` (Linux /proc/stat)."""
+
+    def __init__(self) -> None:
+        self.first: list[int] | None = None
+        self.idle_pct: float | None = None
+        self.steal_pct: float | None = None
+
+    @staticmethod
+    def _read() -> list[int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as handle:
+                return [int(x) for x in handle.readline().split()[1:9]]
+        except (OSError, ValueError):  # not Linux: the level reports no share
+            return None
+
+    def start(self) -> None:
+        self.first = self._read()
+
+    def stop(self) -> None:
+        last = self._read()
+        if self.first is None or last is None:
+            return
+        # user nice system idle iowait irq softirq steal
+        delta = [b - a for a, b in zip(self.first, last, strict=True)]
+        total = sum(delta)
+        if total > 0:
+            self.idle_pct = round(100 * (delta[3] + delta[4]) / total, 1)
+            self.steal_pct = round(100 * delta[7] / total, 1)
 
 
 def load_queries() -> list[str]:
@@ -61,7 +100,13 @@ def load_queries() -> list[str]:
     return queries
 
 
-def summarise(concurrency: int, latencies_s: list[float], errors: int, seconds: float) -> Level:
+def summarise(
+    concurrency: int,
+    latencies_s: list[float],
+    errors: int,
+    seconds: float,
+    share: MachineShare | None = None,
+) -> Level:
     ms = np.array(latencies_s or [math.nan]) * 1000
     done = len(latencies_s)
     return Level(
@@ -71,17 +116,22 @@ def summarise(concurrency: int, latencies_s: list[float], errors: int, seconds: 
         round(seconds, 2),
         round(done / seconds, 1) if seconds else 0.0,
         *(round(float(np.percentile(ms, p)), 1) for p in (50, 95, 99)),
+        share.idle_pct if share else None,
+        share.steal_pct if share else None,
     )
 
 
 # ---------------------------------------------------------------------- served (child process)
 async def _closed_loop(url: str, concurrency: int, total: int, max_s: float) -> Level:
+    """``POST {query}`` to a ``/search`` URL, else ``GET`` (the HTTP floor's ``/healthz``)."""
     import aiohttp
 
     queries = load_queries()
+    search = url.rstrip("/").endswith("/search")
     latencies: list[float] = []
     errors = 0
     issued = 0
+    share = MachineShare()
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -89,7 +139,11 @@ async def _closed_loop(url: str, concurrency: int, total: int, max_s: float) -> 
         async def one(query: str) -> bool:
             started = time.perf_counter()
             try:
-                async with session.post(url, json={"query": query}) as response:
+                if search:
+                    request = session.post(url, json={"query": query})
+                else:
+                    request = session.get(url)
+                async with request as response:
                     await response.read()
                     ok = response.status == 200
             except (aiohttp.ClientError, TimeoutError):
@@ -114,16 +168,20 @@ async def _closed_loop(url: str, concurrency: int, total: int, max_s: float) -> 
         )
         latencies.clear()
 
+        share.start()
         started = time.perf_counter()
         limit = issued + total
         await asyncio.gather(*(client(limit, started + max_s) for _ in range(concurrency)))
         seconds = time.perf_counter() - started
-    return summarise(concurrency, latencies, errors, seconds)
+        share.stop()
+    return summarise(concurrency, latencies, errors, seconds, share)
 
 
-def served_level(base_url: str, concurrency: int, total: int, max_s: float) -> Level:
-    """One level, measured by a child process at nice 19."""
-    args = [sys.executable, "-m", "monitoring.bench", "--loadgen", f"{base_url}/search"]
+def served_level(
+    base_url: str, concurrency: int, total: int, max_s: float, route: str = "/search"
+) -> Level:
+    """One level against ``route``, measured by a child process at nice 19."""
+    args = [sys.executable, "-m", "monitoring.bench", "--loadgen", f"{base_url}{route}"]
     args += [str(concurrency), str(total), str(max_s)]
     result = subprocess.run(
         args,
@@ -188,13 +246,17 @@ def _inprocess_level(encoder, shards, queries, concurrency, total, max_s, batch_
             with lock:
                 latencies.extend([took] * len(texts))
 
+    share = MachineShare()
+    share.start()
     began = time.perf_counter()
     pool = [threading.Thread(target=worker) for _ in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
         t.join()
-    return summarise(concurrency, latencies, 0, time.perf_counter() - began)
+    seconds = time.perf_counter() - began
+    share.stop()
+    return summarise(concurrency, latencies, 0, seconds, share)
 
 
 # ---------------------------------------------------------------------- scale variant
@@ -363,6 +425,7 @@ def served_vs_inprocess(settings: Settings, levels: list[int], total: int, max_s
     )
 
     rows = [served_level(settings.api_base_url, c, total, max_s) for c in levels]
+    floor = served_level(settings.api_base_url, max(levels), total, max_s, route="/healthz")
     bound = [
         Level(**row)
         for row in _in_child(
@@ -381,8 +444,10 @@ def served_vs_inprocess(settings: Settings, levels: list[int], total: int, max_s
     table = Table(title=f"served vs in-process, version {version}")
     for column in ("conc.", "requests", "errors", "QPS", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(column, justify="right")
+    table.add_column("idle / steal", justify="right")
     table.add_column("in-process QPS", justify="right")
     table.add_column("in-proc p50 ms", justify="right")
+    table.add_column("in-proc idle / steal", justify="right")
     table.add_column("served ÷ in-process", justify="right")
     for s, b in zip(rows, bound, strict=True):
         ratio = s.qps / b.qps if b.qps else float("nan")
@@ -394,11 +459,32 @@ def served_vs_inprocess(settings: Settings, levels: list[int], total: int, max_s
             f"{s.p50_ms:.1f}",
             f"{s.p95_ms:.1f}",
             f"{s.p99_ms:.1f}",
+            _share(s),
             f"{b.qps:.1f}",
             f"{b.p50_ms:.1f}",
+            _share(b),
             f"{ratio:.0%}",
         )
     console.print(table)
+    top_i = levels.index(max(levels))  # the floor ran at the highest level
+    top, top_bound = rows[top_i], bound[top_i]
+    console.print(
+        f"HTTP floor at concurrency {floor.concurrency}: GET /healthz (no search) "
+        f"{floor.qps:.1f} QPS, p50 {floor.p50_ms:.1f} ms, {floor.errors} errors, "
+        f"idle / steal {_share(floor)}: the most any route can serve here, "
+        f"{_ratio(floor.qps, top_bound.qps)} of the in-process bound; /search reaches "
+        f"{_ratio(top.qps, floor.qps)} of the floor."
+    )
+
+
+def _share(level: Level) -> str:
+    if level.idle_pct is None or level.steal_pct is None:
+        return "n/a"
+    return f"{level.idle_pct:.0f} % / {level.steal_pct:.0f} %"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.0%}" if b else "n/a"
 
 
 def main(

@@ -6,7 +6,7 @@ import time
 
 import psycopg
 
-from monitoring.bench import WARMUP_REQUESTS, served_level
+from monitoring.bench import WARMUP_REQUESTS, main, served_level
 
 
 def _searches(dsn: str) -> int:
@@ -39,3 +39,27 @@ def test_a_level_counts_only_its_measured_requests_after_a_warm_up(serving):
     assert level.qps > 0 and 0 < level.p50_ms <= level.p95_ms <= level.p99_ms
     # Every request reached the app and was logged: the warm-up's and the measured ones.
     assert _settled_searches(serving.dsn) == before + 2 * total
+    # The machine's idle and steal shares during the measured part are real percentages.
+    assert 0 <= level.idle_pct <= 100 and 0 <= level.steal_pct <= 100
+
+
+def test_the_http_floor_level_gets_healthz_and_searches_nothing(serving):
+    before = _settled_searches(serving.dsn)
+
+    floor = served_level(serving.api_base_url, concurrency=4, total=40, max_s=60, route="/healthz")
+
+    assert (floor.concurrency, floor.requests, floor.errors) == (4, 40, 0)
+    assert floor.qps > 0 and 0 < floor.p50_ms <= floor.p99_ms
+    assert _settled_searches(serving.dsn) == before  # GET /healthz logs no search
+
+
+def test_the_bench_prints_served_in_process_and_the_floor_side_by_side(serving, capsys):
+    main(serving, levels=[2], total=30, max_s=30, scale=False)
+
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("│     2 │"))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells[1:3] == ["30", "0"]  # requests, errors
+    assert float(cells[3]) > 0 and float(cells[8]) > 0  # served and in-process QPS
+    assert cells[-1].endswith("%")  # served ÷ in-process
+    assert "HTTP floor at concurrency 2: GET /healthz (no search)" in out
