@@ -10,12 +10,19 @@ so the stack names a small wrapper that rewrites those wildcard ``bind`` lines t
 host (and the admin socket's mode from 666 to 600: only Serve, running as the same user, needs
 it) and then runs the real binary. Its ports are settings, so two stacks on one machine do not
 collide on them either.
+
+Serve keeps HAProxy's configuration, sockets and server state in ``/tmp/haproxy-serve/<node
+id>/`` and never removes them, so every Ray start left one more folder there. The stack points
+them at a folder of its own (:func:`serve_files_dir`), which the Ray head removes when it
+stops.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import shutil
+import tempfile
 from pathlib import Path
 
 from cluster.config import Settings
@@ -55,12 +62,26 @@ def write_wrapper(folder: Path, host: str, binary: str) -> Path:
     return wrapper
 
 
+def serve_files_dir(state_dir: Path) -> Path:
+    """Where Serve's HAProxy files of the stack in ``state_dir`` go: a short folder in the temp
+    directory, because Serve adds a 56-character node id and HAProxy takes socket paths of at
+    most 97 characters (``/tmp/tt-haproxy-<8 hex>/<node id>/metrics.sock`` is 94)."""
+    digest = hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / f"tt-haproxy-{digest}"
+
+
 def haproxy_env(settings: Settings, folder: Path) -> dict[str, str]:
     """Serve's switches for a Ray head we start with the HAProxy front door, else nothing."""
     if not settings.serve_haproxy:
         return {}
     wrapper = write_wrapper(folder, settings.host, haproxy_binary())
+    files = serve_files_dir(settings.state_dir)  # Serve adds /<node id> to each path's folder
     return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(files / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(files / "admin.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(files / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(files),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(files / "server-state"),
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -296,8 +297,10 @@ class RayHead:
         host: str = "127.0.0.1",
         metrics_port: int | None = None,
         env: dict[str, str] | None = None,
+        owned_dirs: tuple[Path, ...] = (),
     ):
         self.env = env or {}  # extra environment for the head and so for every Ray worker
+        self.owned_dirs = owned_dirs  # written by its processes outside temp_dir; gone on stop
         self.temp_dir = Path(temp_dir).resolve()
         self.port = port
         self.dashboard_port = dashboard_port
@@ -399,8 +402,10 @@ class RayHead:
         for _ in range(3):  # anything started meanwhile
             late = self.processes()
             if not late:
-                return
+                break
             terminate(late, timeout=3)
+        for folder in self.owned_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _name(ref: ProcessRef) -> str:

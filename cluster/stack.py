@@ -38,7 +38,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cluster.config import Settings, get_settings
-from cluster.haproxy import haproxy_env
+from cluster.haproxy import haproxy_env, serve_files_dir
 from cluster.processes import ProcessRef, port_in_use, terminate
 from cluster.servers import EmbeddedPostgres, RayHead, SeaweedS3
 
@@ -162,6 +162,7 @@ def _ray(settings: Settings) -> Service:
         settings.host,
         metrics_port=settings.metrics_port,
         env={**settings_env(settings), **haproxy_env(settings, settings.state_dir / "haproxy")},
+        owned_dirs=(serve_files_dir(settings.state_dir),) if settings.serve_haproxy else (),
     )
     haproxy = (settings.haproxy_stats_port, settings.haproxy_metrics_port)
     return Service(

@@ -161,3 +161,22 @@ def test_serve_haproxy_switches_and_its_wrapper_keeps_binds_on_the_host(tmp_path
     binds = [line.split()[1] for line in config.read_text().splitlines() if "bind" in line]
     assert binds == ["127.0.0.1:19101", "127.0.0.1:8000", "127.0.0.1:18404"]
     assert "mode 600 level admin" in config.read_text()
+
+
+def test_serve_s_haproxy_files_live_in_the_stack_s_folder_and_go_with_the_head(serving, tmp_path):
+    """Serve's HAProxy (running for the session's app) writes its configuration and sockets
+    where haproxy_env points it, not into /tmp/haproxy-serve, which nothing ever cleans; a Ray
+    head removes the folders it owns when it stops."""
+    from cluster.haproxy import serve_files_dir
+    from cluster.servers import RayHead
+
+    files = serve_files_dir(serving.state_dir)
+    configs = list(files.glob("*/haproxy.cfg"))
+    assert len(configs) == 1  # one node: <folder>/<node id>/haproxy.cfg
+    assert f"stats socket {configs[0].parent}/admin.sock" in configs[0].read_text()
+
+    owned = tmp_path / "owned"
+    (owned / "node").mkdir(parents=True)
+    (owned / "node" / "haproxy.cfg").write_text("global\n")
+    RayHead(tmp_path / "no-such-ray", 0, 0, 0, owned_dirs=(owned,)).stop()
+    assert not owned.exists()
