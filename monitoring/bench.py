@@ -13,9 +13,10 @@ Three parts, each bounded in request count and time:
    Next to it, the **HTTP floor**: the same load generator on ``GET /healthz``, a route that
    searches nothing, at the highest level. It is the most any route of the app can serve on
    this machine, so it splits the gap into Serve's HTTP path and the search pipeline.
-   Every level also reports the machine's idle and steal share while it ran (``/proc/stat``):
-   on a shared virtual machine, time the hypervisor gives to other guests (steal) moves
-   every number here, so a run says how much it had.
+   Every level also reports the machine's idle and steal share while it ran and the CPU time
+   the whole machine spent per request (``/proc/stat``: app, load generator, idle services
+   and kernel alike): on a shared virtual machine, time the hypervisor gives to other guests
+   (steal) moves every number here, so a run says how much it had.
 3. **Scale.** A synthetic, clustered corpus of 1,000,000 vectors over 4 IVF shards (Faiss
    IndexIVFFlat, inner product, one OpenMP thread): p50/p99 latency of one query over all
    shards, and recall@10 against exact search.
@@ -59,15 +60,19 @@ class Level:
     p99_ms: float
     idle_pct: float | None = None  # the machine's CPU share that sat idle during the level
     steal_pct: float | None = None  # ... and that the hypervisor gave to other guests
+    cpu_ms: float | None = None  # CPU time of the whole machine per answered request
 
 
 class MachineShare:
-    """Idle and steal shares of all CPUs between ``start()`` and ``stop()`` (Linux /proc/stat)."""
+    """Idle and steal shares of all CPUs between ``start()`` and ``stop()``, and the CPU time
+    the whole machine spent (every process: app, load generator, idle services, kernel), from
+    Linux's /proc/stat."""
 
     def __init__(self) -> None:
         self.first: list[int] | None = None
         self.idle_pct: float | None = None
         self.steal_pct: float | None = None
+        self.busy_s: float | None = None
 
     @staticmethod
     def _read() -> list[int] | None:
@@ -90,6 +95,7 @@ class MachineShare:
         if total > 0:
             self.idle_pct = round(100 * (delta[3] + delta[4]) / total, 1)
             self.steal_pct = round(100 * delta[7] / total, 1)
+            self.busy_s = (total - delta[3] - delta[4] - delta[7]) / os.sysconf("SC_CLK_TCK")
 
 
 def load_queries() -> list[str]:
@@ -109,6 +115,7 @@ def summarise(
 ) -> Level:
     ms = np.array(latencies_s or [math.nan]) * 1000
     done = len(latencies_s)
+    busy_s = share.busy_s if share else None
     return Level(
         concurrency,
         done + errors,
@@ -118,6 +125,7 @@ def summarise(
         *(round(float(np.percentile(ms, p)), 1) for p in (50, 95, 99)),
         share.idle_pct if share else None,
         share.steal_pct if share else None,
+        round(busy_s / done * 1000, 2) if busy_s is not None and done else None,
     )
 
 
@@ -442,15 +450,11 @@ def served_vs_inprocess(settings: Settings, levels: list[int], total: int, max_s
         )
     ]
     table = Table(title=f"served vs in-process, version {version}")
-    for column in ("conc.", "requests", "errors", "QPS", "p50 ms", "p95 ms", "p99 ms"):
+    columns = ["conc.", "requests", "errors", "QPS", "p50 ms", "p95 ms", "p99 ms"]
+    columns += ["idle/steal %", "CPU ms/req", "in-process QPS", "p50 ms", "idle/steal %"]
+    for column in [*columns, "CPU ms/req", "served ÷ in-process"]:
         table.add_column(column, justify="right")
-    table.add_column("idle / steal", justify="right")
-    table.add_column("in-process QPS", justify="right")
-    table.add_column("in-proc p50 ms", justify="right")
-    table.add_column("in-proc idle / steal", justify="right")
-    table.add_column("served ÷ in-process", justify="right")
     for s, b in zip(rows, bound, strict=True):
-        ratio = s.qps / b.qps if b.qps else float("nan")
         table.add_row(
             str(s.concurrency),
             str(s.requests),
@@ -460,27 +464,39 @@ def served_vs_inprocess(settings: Settings, levels: list[int], total: int, max_s
             f"{s.p95_ms:.1f}",
             f"{s.p99_ms:.1f}",
             _share(s),
+            _cpu(s),
             f"{b.qps:.1f}",
             f"{b.p50_ms:.1f}",
             _share(b),
-            f"{ratio:.0%}",
+            _cpu(b),
+            _ratio(s.qps, b.qps),
         )
     console.print(table)
     top_i = levels.index(max(levels))  # the floor ran at the highest level
     top, top_bound = rows[top_i], bound[top_i]
+    # A served search does at least a trivial request's work plus the in-process search's, so
+    # with the machine CPU-bound 1/served >= 1/floor + 1/bound: served/bound <= floor/(floor
+    # + bound). An estimate: neither level is perfectly CPU-bound (see their idle shares).
+    ceiling = floor.qps / (floor.qps + top_bound.qps) if floor.qps + top_bound.qps else 0.0
     console.print(
         f"HTTP floor at concurrency {floor.concurrency}: GET /healthz (no search) "
-        f"{floor.qps:.1f} QPS, p50 {floor.p50_ms:.1f} ms, {floor.errors} errors, "
-        f"idle / steal {_share(floor)}: the most any route can serve here, "
-        f"{_ratio(floor.qps, top_bound.qps)} of the in-process bound; /search reaches "
-        f"{_ratio(top.qps, floor.qps)} of the floor."
+        f"{floor.qps:.1f} QPS, p50 {floor.p50_ms:.1f} ms, {floor.errors} errors, idle/steal "
+        f"{_share(floor)} %, CPU {_cpu(floor)} ms/request: the most any route serves here, "
+        f"{_ratio(floor.qps, top_bound.qps)} of the in-process bound. /search reaches "
+        f"{_ratio(top.qps, floor.qps)} of the floor. Were a served search to cost only a "
+        f"trivial request plus the in-process search, served ÷ in-process would be at most about "
+        f"{ceiling:.0%} (floor ÷ (floor + in-process))."
     )
 
 
 def _share(level: Level) -> str:
     if level.idle_pct is None or level.steal_pct is None:
         return "n/a"
-    return f"{level.idle_pct:.0f} % / {level.steal_pct:.0f} %"
+    return f"{level.idle_pct:.0f}/{level.steal_pct:.0f}"
+
+
+def _cpu(level: Level) -> str:
+    return "n/a" if level.cpu_ms is None else f"{level.cpu_ms:.2f}"
 
 
 def _ratio(a: float, b: float) -> str:
@@ -498,7 +514,7 @@ def main(
 ) -> None:
     from rich.console import Console
 
-    console = Console(width=150)
+    console = Console(width=160)
     if served:
         served_vs_inprocess(settings, levels, total, max_s, console)
     if scale:
