@@ -285,7 +285,9 @@ class RayHead:
 
     `ray start` daemonises GCS, raylet, dashboard and friends. They all carry our private temp
     folder on their command line, which is how `stop` finds exactly this head's processes
-    (`ray stop` would kill every Ray on the machine, including other people's).
+    (`ray stop` would kill every Ray on the machine, including other people's). Their
+    temporary files (TMPDIR) go to ``scratch/`` in that folder, removed on stop: stopped by
+    signal, the dashboard's forkserver left one ``/tmp/pymp-*`` folder behind per start.
     """
 
     def __init__(
@@ -325,6 +327,10 @@ class RayHead:
     def dashboard_url(self) -> str:
         return f"http://{self.host}:{self.dashboard_port}"
 
+    @property
+    def scratch_dir(self) -> Path:
+        return self.temp_dir / "scratch"
+
     def start(self) -> list[ProcessRef]:
         if self.processes():  # ours already runs: give it time, else replace a broken one
             try:
@@ -332,7 +338,7 @@ class RayHead:
                 return self.processes()
             except TimeoutError:
                 self.stop()
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
         agent_port, client_port = free_ports(2)
         cmd = [
             _venv_tool("ray"), "start", "--head",
@@ -350,6 +356,7 @@ class RayHead:
             cmd.append(f"--metrics-export-port={self.metrics_port}")
         env = {
             **os.environ,
+            "TMPDIR": str(self.scratch_dir),
             **self.env,
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0",
@@ -404,7 +411,7 @@ class RayHead:
             if not late:
                 break
             terminate(late, timeout=3)
-        for folder in self.owned_dirs:
+        for folder in (self.scratch_dir, *self.owned_dirs):
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -17,6 +17,7 @@ import psycopg
 from minio import Minio
 
 from cluster.processes import ProcessRef, free_ports
+from cluster.servers import RayHead
 
 TWOTOWER = str(Path(sys.executable).parent / "twotower")
 
@@ -113,7 +114,12 @@ def test_up_status_down_and_data_survives(tmp_path):
         time.sleep(3)  # let Ray start its idle workers, so down has them to stop too
         family = stack_family(state_dir)
         assert len(family) > len(pids)
+        # Ray's temporary files are in its own scratch folder (the dashboard's forkserver
+        # keeps a multiprocessing listener there), which down removes.
+        scratch = RayHead.temp_dir_for(state_dir) / "scratch"
+        assert list(scratch.glob("pymp-*"))
         assert run(env, "down").returncode == 0
+        assert not scratch.exists()
         assert [p.pid for p in family if p.alive()] == []
         assert processes_naming(state_dir) == []
         assert run(env, "status").returncode == 1
