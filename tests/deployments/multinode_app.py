@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_AUTH_MODE"] = "disabled"  # a throwaway loopback cluster
@@ -24,6 +26,8 @@ from tests.fixtures.serving import wait_healthy  # noqa: E402
 def main(queries: list[str]) -> dict:
     settings = get_settings()
     node = {"num_cpus": 2, "node_ip_address": "127.0.0.1", "object_store_memory": 200 << 20}
+    temp_dir = tempfile.mkdtemp(prefix="tt-mn-")  # not Ray's /tmp/ray, which nobody cleans
+    os.environ["RAY_TMPDIR"] = temp_dir  # the nodes' session folders and the cluster file
     cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     try:
         workers = [
@@ -55,6 +59,7 @@ def main(queries: list[str]) -> dict:
         serve.shutdown()
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
