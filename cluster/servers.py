@@ -278,6 +278,16 @@ class SeaweedS3(ManagedProcess):
     def healthy(self) -> bool:
         return http_ok(f"{self.endpoint}/healthz")
 
+    @property
+    def socket_file(self) -> Path:
+        """The unix socket `weed` opens beside its S3 port (it cannot be moved: a path under
+        a deep data folder passes the 108-byte limit) and leaves behind when stopped."""
+        return Path(tempfile.gettempdir()) / f"seaweedfs-s3-{self.s3_port}.sock"
+
+    def stop(self) -> None:
+        super().stop()
+        self.socket_file.unlink(missing_ok=True)
+
 
 # --------------------------------------------------------------------------- Ray head
 class RayHead:

@@ -118,8 +118,10 @@ def test_up_status_down_and_data_survives(tmp_path):
         # keeps a multiprocessing listener there), which down removes.
         scratch = RayHead.temp_dir_for(state_dir) / "scratch"
         assert list(scratch.glob("pymp-*"))
+        s3_socket = Path(tempfile.gettempdir()) / f"seaweedfs-s3-{env['TWOTOWER_S3_PORT']}.sock"
+        assert s3_socket.exists()
         assert run(env, "down").returncode == 0
-        assert not scratch.exists()
+        assert not scratch.exists() and not s3_socket.exists()
         assert [p.pid for p in family if p.alive()] == []
         assert processes_naming(state_dir) == []
         assert run(env, "status").returncode == 1
