@@ -175,13 +175,14 @@ def test_serve_s_haproxy_files_live_in_the_stack_s_folder_and_go_with_the_head(s
     """Serve's HAProxy (running for the session's app) writes its configuration and sockets
     where haproxy_env points it, not into /tmp/haproxy-serve, which nothing ever cleans; a Ray
     head removes the folders it owns when it stops."""
+    import ray
+
     from cluster.haproxy import serve_files_dir
     from cluster.servers import RayHead
 
-    files = serve_files_dir(serving.state_dir)
-    configs = list(files.glob("*/haproxy.cfg"))
-    assert len(configs) == 1  # one node: <folder>/<node id>/haproxy.cfg
-    assert f"stats socket {configs[0].parent}/admin.sock" in configs[0].read_text()
+    node_files = serve_files_dir(serving.state_dir) / ray.get_runtime_context().get_node_id()
+    config = (node_files / "haproxy.cfg").read_text()
+    assert f"stats socket {node_files}/admin.sock" in config
 
     owned = tmp_path / "owned"
     (owned / "node").mkdir(parents=True)
