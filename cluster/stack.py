@@ -162,7 +162,7 @@ def _ray(settings: Settings) -> Service:
         settings.host,
         metrics_port=settings.metrics_port,
         env={**settings_env(settings), **haproxy_env(settings, settings.state_dir / "haproxy")},
-        owned_dirs=(serve_files_dir(settings.state_dir),) if settings.serve_haproxy else (),
+        owned_dirs=(serve_files_dir(settings.state_dir),),  # nothing there without HAProxy
     )
     haproxy = (settings.haproxy_stats_port, settings.haproxy_metrics_port)
     return Service(
