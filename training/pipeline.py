@@ -146,14 +146,18 @@ def with_overrides(profile: Profile, overrides: list[str]) -> Profile:
 
 
 def connect_ray(settings: Settings) -> bool:
-    """Join the configured Ray cluster, or start a private local one. True if we started it."""
+    """Join the configured Ray cluster, else the local stack's head when it is up (training
+    then shows in its dashboard and shares its memory), else start a private local one. True
+    if we started it."""
     import ray
+
+    from cluster.processes import port_in_use
 
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if settings.ray_address:
-        ray.init(address=settings.ray_address)
+    if settings.ray_address or port_in_use(settings.host, settings.ray_port):
+        ray.init(address=settings.ray_connect_address)
         return False
     for attempt in range(3):  # a head on a busy machine can miss Ray's 30 s start-up window
         try:

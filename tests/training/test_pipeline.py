@@ -1,5 +1,9 @@
 """Profiles and `twotower train --set` overrides: what an ablation run changes, and clear errors."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from training.pipeline import PROFILES, get_profile, with_overrides
@@ -41,3 +45,25 @@ def test_profiles_that_distil_embeddings_match_the_teacher_dimension():
     for profile in PROFILES.values():
         if profile.train.embed_distill_weight > 0:
             assert profile.model["dim"] == 384, profile.name  # all-MiniLM-L6-v2's size
+
+
+def test_training_joins_the_running_local_head_instead_of_starting_its_own(ray_local):
+    """`twotower train` beside `twotower up`: no ray_address configured, but the local stack's
+    head listens on host:ray_port, so the training driver joins it (a second Ray would cost
+    ~2 GB and stay out of the stack's dashboard)."""
+    host, port = ray_local.ray_address.rsplit(":", 1)
+    script = (
+        "import ray\n"
+        "from cluster.config import get_settings\n"
+        "from training.pipeline import connect_ray\n"
+        "started = connect_ray(get_settings())\n"
+        "print(started, ray.get_runtime_context().gcs_address)\n"
+        "ray.shutdown()\n"
+    )
+    env = {**os.environ, "TWOTOWER_HOST": host, "TWOTOWER_RAY_PORT": port}
+    env.pop("TWOTOWER_RAY_ADDRESS", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["False", ray_local.ray_address]
