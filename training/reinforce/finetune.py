@@ -138,6 +138,14 @@ def bm25_miner(collection: datasets.Collection, seed: int, depth: int = 10):
 
 
 def fine_tune_from_logs(settings: Settings, live_dir: Path, data: LogData, out: Path) -> Path:
+    feedback = log_examples(data, datasets.load_collection().text_of())
+    if not feedback:
+        raise ValueError("no log triplet names a passage of the corpus")
+    return fine_tune(settings, live_dir, feedback, out)
+
+
+def fine_tune(settings: Settings, live_dir: Path, feedback: list[Example], out: Path) -> Path:
+    """The fine-tune itself, on any taught examples (the logs' triplets, or an oracle's)."""
     import ray
 
     from training.train import fit_ray
@@ -146,9 +154,6 @@ def fine_tune_from_logs(settings: Settings, live_dir: Path, data: LogData, out: 
     started = time.time()
     model, tokenizer = load_model(live_dir)
     collection = parent_collection(live_dir)
-    feedback = log_examples(data, datasets.load_collection().text_of())
-    if not feedback:
-        raise ValueError("no log triplet names a passage of the corpus")
     replay = replay_examples(
         int(len(feedback) * settings.reinforce_replay_ratio), collection.texts, settings.seed
     )
