@@ -172,13 +172,16 @@ def test_a_worse_candidate_is_rejected_and_the_live_version_stays(loop):
 
 
 @pytest.mark.timeout(900)
-def test_a_killed_run_publishes_nothing_and_the_next_run_recovers(loop):
+def test_a_killed_run_publishes_nothing_and_the_next_run_recovers(loop, tmp_path):
     settings, store, base, base_dir = loop
     settings = settings.model_copy(update={"gate_tolerance": 1.0})
     before_versions, before = set(store.list_versions()), watermark(settings)
     events = log_sessions(settings, base_dir, sessions=30, seed=4)
 
     env = {**os.environ, "TWOTOWER_REINFORCE_WORKERS": "2", "TWOTOWER_GATE_TOLERANCE": "1.0"}
+    # A SIGKILLed run cannot remove its temporary folder; on the stack it lies in the Ray
+    # head's scratch folder (removed on stop), here in the test's own.
+    env["TMPDIR"] = str(tmp_path)
     job = subprocess.Popen(
         [sys.executable, "-m", "training.reinforce", "--force"],
         env=env,
