@@ -2,33 +2,43 @@
 PY ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
-APT_PACKAGES := prometheus nginx chromium
+DEV_STAMP := $(VENV)/.installed-dev
+# The stack needs only Prometheus from Debian; the tests also drive nginx and Chromium.
+APT_UP := prometheus
+APT_TEST := prometheus nginx chromium
 
-.PHONY: up down test lint system-deps
+.PHONY: up down test lint
 
-up: $(STAMP) system-deps
+up: $(STAMP)
+	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_UP)"
 	$(VENV)/bin/twotower up
 
 down:
 	$(VENV)/bin/twotower down
 
-test: $(STAMP) system-deps
+test: $(DEV_STAMP)
+	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_TEST)"
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The product alone for `up`; the test tools on top for `test` (a second, short install).
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e .
 	touch $(STAMP)
 
-# Prometheus, nginx and Chromium come from Debian's packages; skipped where apt is absent.
-system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(DEV_STAMP)
+
+# Debian's packages, installed only when missing; skipped where apt is absent.
+.PHONY: apt
+apt:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing$$missing from Debian"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

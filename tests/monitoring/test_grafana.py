@@ -26,7 +26,7 @@ def test_every_panel_query_is_valid_promql(tmp_path):
     path = tmp_path / "queries.yml"
     path.write_text(yaml.safe_dump(rules))
     promtool = shutil.which("promtool")
-    assert promtool, "promtool missing: run `make system-deps` (apt-get install prometheus)"
+    assert promtool, "promtool missing: `make test` installs it (apt-get install prometheus)"
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -13,7 +13,7 @@ MONITORING = REPO_ROOT / "monitoring"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
-    assert PROMTOOL, "promtool missing: run `make system-deps` (apt-get install prometheus)"
+    assert PROMTOOL, "promtool missing: `make test` installs it (apt-get install prometheus)"
     return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, cwd=REPO_ROOT)
 
 
