@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     serve_port: int = 8000
     # HAProxy on serve_port in front of the ingress replicas' own HTTP servers, and gRPC between
     # replicas (Serve's RAY_SERVE_ENABLE_HA_PROXY + RAY_SERVE_THROUGHPUT_OPTIMIZED), on the Ray
-    # head `twotower up` starts: 4x the throughput of Serve's Python proxy here. Its stats
-    # page and metrics endpoint are kept on `host` (cluster/haproxy.py, docs/serving.md).
+    # head `twotower up` starts: several times the throughput of Serve's Python proxy
+    # (docs/results/serving.md). Its stats page and metrics endpoint stay on `host`.
     serve_haproxy: bool = True
     haproxy_stats_port: int = 8404
     haproxy_metrics_port: int = 9101
@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     max_query_chars: int = 512
     max_k: int = 100
     hybrid_dense_weight: float = Field(0.3, ge=0.0, le=1.0)  # dense share of hybrid (tuned on dev)
+    # The mode a search without one gets, API and website alike: the one that ranks best on
+    # dev (docs/results/quality.md). A request may still ask for the other.
+    default_mode: Literal["dense", "hybrid"] = "hybrid"
     pinned_version: str | None = None  # None = follow the store's `latest` pointer
 
     # --- Website and monitoring.
@@ -92,6 +95,9 @@ class Settings(BaseSettings):
     metrics_port: int = 8080  # Ray's per-node metrics export port
 
     # --- Training.
+    # What `up` does when the artifact store has no live version: import the release version
+    # shipped in training/data/release (no training), or train `profile`.
+    first_start: Literal["release", "train"] = "release"
     profile: Literal["quick", "full"] = "quick"
     train_workers: int = 2
     train_cpus_per_worker: float = 0.5
@@ -107,15 +113,14 @@ class Settings(BaseSettings):
     reinforce_workers: int = 2  # Ray Train workers for the fine-tune
     reinforce_epochs: int = 3  # passes over log triplets + replay per run
     reinforce_replay_ratio: float = 2.0  # replayed original training examples per log triplet
-    # Fine-tune lr = the parent's peak lr x this. 0.2 learns a third of what 0.5 does on the
-    # clicked queries, but 0.5 moved DL19 by -0.013 on 2 of 3 click sets of the full model and
-    # the held-out dev half by -0.021 on the quick one, so the gate threw most of its runs (and
-    # their clicks) away (docs/learning-loop.md, "Same clicks, several fine-tunes").
+    # Fine-tune lr = the parent's peak lr x this. Larger scales learned the clicked queries
+    # faster but moved DL19 and the held-out half enough that the gate threw most runs (and
+    # their clicks) away (docs/results/learning-loop.md, "Same clicks, several fine-tunes").
     reinforce_lr_scale: float = Field(default=0.2, gt=0)
     # The passage side's (embedding and passage tower) fine-tune lr, as a share of the query
-    # tower's. 0 freezes it: passage vectors (the index) stay the live version's. 0.25 learned
-    # the clicked queries 2.4x as well as 0 on the full model and passed the gate on 5 of 5
-    # demo click sets against 2 of 5 (docs/learning-loop.md, "The passage side at its own pace").
+    # tower's. 0 freezes it: passage vectors (the index) stay the live version's. A quarter
+    # learned the clicked queries better than freezing and passed the gate more often
+    # (docs/results/learning-loop.md, "The passage side at its own pace").
     reinforce_passage_lr_scale: float = Field(default=0.25, ge=0)
     # The skip-above (or marked) negative's own hinge, added to the in-batch mean where it
     # would be one candidate among ~2 x batch (TrainConfig.explicit_negative_weight).

@@ -58,8 +58,10 @@ app = FastAPI(
 class SearchRequest(BaseModel):
     query: str = Field(description="What to search for (not empty, at most max_query_chars).")
     k: int = Field(10, description="How many results (1..max_k).")
-    mode: Literal["dense", "hybrid"] = Field(
-        "dense", description="dense, or dense+BM25 (weighted score fusion)."
+    mode: Literal["dense", "hybrid"] | None = Field(
+        None,
+        description="hybrid (dense + BM25, weighted score fusion) or dense (the two-tower "
+        "model alone); default: the server's default_mode setting (hybrid unless configured).",
     )
     session_id: str | None = Field(None, max_length=256)
 
@@ -75,7 +77,7 @@ class SearchResponse(BaseModel):
     search_id: str
     version: str
     latency_ms: float
-    mode: str
+    mode: Literal["dense", "hybrid"] = Field(description="The mode that answered.")
     results: list[SearchResult]
 
 
@@ -201,6 +203,7 @@ class SearchIngress:
         query = check_query(body.query, self.settings.max_query_chars)
         if not 1 <= body.k <= self.settings.max_k:
             raise HTTPException(422, f"k must be between 1 and {self.settings.max_k}, not {body.k}")
+        mode = body.mode or self.settings.default_mode
         version = self.live
         if version is None:
             raise HTTPException(503, "no model version is loaded yet")
@@ -208,7 +211,7 @@ class SearchIngress:
         # Read when this search opens a batch: wait for company only if work is in flight.
         self._retrieve.set_batch_wait_timeout_s(self.batch_wait_s if self.batches_running else 0)
         try:
-            hits = await self._retrieve((version, query, body.k, body.mode))
+            hits = await self._retrieve((version, query, body.k, mode))
         except Exception as err:  # a replica failed: a server problem, said plainly
             log.exception("search failed")
             raise HTTPException(503, f"search backend unavailable: {type(err).__name__}") from err
@@ -227,7 +230,7 @@ class SearchIngress:
                 session_id=body.session_id,
                 query=query,
                 model_version=version,
-                mode=body.mode,
+                mode=mode,
                 latency_ms=latency_ms,
                 results=[
                     ResultItem(pid=r.pid, rank=r.rank, score=r.score)
@@ -240,7 +243,7 @@ class SearchIngress:
             search_id=str(search_id),
             version=version,
             latency_ms=round(latency_ms, 3),
-            mode=body.mode,
+            mode=mode,
             results=results,
         )
 

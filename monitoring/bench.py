@@ -148,7 +148,7 @@ async def _closed_loop(url: str, concurrency: int, total: int, max_s: float) -> 
             started = time.perf_counter()
             try:
                 if search:
-                    request = session.post(url, json={"query": query})
+                    request = session.post(url, json={"query": query, "mode": "dense"})
                 else:
                     request = session.get(url)
                 async with request as response:

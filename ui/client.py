@@ -59,9 +59,10 @@ class SearchApi:
             ) from exc
 
     def search(
-        self, query: str, mode: str = "dense", k: int = 10, session_id: str | None = None
+        self, query: str, mode: str | None = None, k: int = 10, session_id: str | None = None
     ) -> dict:
-        body = {"query": query, "mode": mode, "k": k}
+        """``mode`` None: the server's default mode (the response says which answered)."""
+        body = {"query": query, "k": k} | ({"mode": mode} if mode else {})
         if session_id:
             body["session_id"] = session_id
         return self._call("POST", "/search", json=body)

@@ -27,7 +27,7 @@ def test_search_returns_the_same_ten_results_as_an_in_process_search(api, tiny_v
     encoder, shards = QueryEncoder.load(version_dir), load_shards(version_dir)
     scores, pids = search_shards(shards, encoder.encode(QUERIES), 10)
     for i, query in enumerate(QUERIES):
-        response = api.post("/search", json={"query": query})
+        response = api.post("/search", json={"query": query, "mode": "dense"})
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["version"] == version and body["mode"] == "dense"
@@ -48,6 +48,14 @@ def test_hybrid_mode_and_k(api):
     assert scores == sorted(scores, reverse=True)
     # BM25 pulls in passages that literally say "botulism"
     assert any("botulism" in r["text"].lower() for r in body["results"][:5])
+
+
+def test_a_search_without_a_mode_gets_the_configured_default_and_says_so(api, serving):
+    assert serving.default_mode == "hybrid"  # the shipped default: it ranks best on dev
+    asked = api.post("/search", json={"query": "botulism bacteria", "k": 25}).json()
+    hybrid = api.post("/search", json={"query": "botulism bacteria", "k": 25, "mode": "hybrid"})
+    assert asked["mode"] == "hybrid"
+    assert [r["pid"] for r in asked["results"]] == [r["pid"] for r in hybrid.json()["results"]]
 
 
 def test_search_is_logged_and_feedback_accepted(api, serving):

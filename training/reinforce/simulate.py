@@ -83,7 +83,12 @@ def run_sessions(
             with httpx.Client(base_url=settings.api_base_url, timeout=30) as client:
                 resp = client.post(
                     "/search",
-                    json={"query": queries[qid], "k": k, "session_id": f"sim-{seed}-{i}"},
+                    json={
+                        "query": queries[qid],
+                        "k": k,
+                        "mode": "dense",
+                        "session_id": f"sim-{seed}-{i}",
+                    },
                 )
                 resp.raise_for_status()
                 body = resp.json()

@@ -6,13 +6,14 @@ import html
 
 import streamlit as st
 
+from cluster.config import get_settings
 from ui.client import BackendError, BackendUnavailable
 from ui.common import api, apply_style, session_id
 from ui.highlight import highlight, snippet
 
 TOP_K = 10
 SNIPPET_CHARS = 320
-MODES = {"dense": "Dense (two-tower)", "hybrid": "Hybrid (dense + BM25)"}
+MODES = {"hybrid": "Hybrid (dense + BM25)", "dense": "Dense (two-tower)"}
 JUDGEMENTS = {"relevant": "Marked relevant", "not_relevant": "Marked not relevant"}
 JUDGE_BUTTONS = {  # kind -> (label, icon)
     "relevant": ("Relevant", ":material/thumb_up:"),
@@ -103,7 +104,15 @@ with st.form("search-form", border=False):
     submitted = button_col.form_submit_button(
         "Search", type="primary", icon=":material/search:", width="stretch"
     )
-    mode = st.radio("Retrieval", list(MODES), format_func=MODES.get, horizontal=True, key="mode")
+    modes = list(MODES)
+    mode = st.radio(
+        "Retrieval",
+        modes,
+        index=modes.index(get_settings().default_mode),
+        format_func=MODES.get,
+        horizontal=True,
+        key="mode",
+    )
 
 if submitted:
     if query.strip():
