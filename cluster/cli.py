@@ -104,6 +104,7 @@ def evaluate(
         compare,
         format_table,
         load_eval_files,
+        missing_systems,
         parse_systems,
         resolve_version,
     )
@@ -113,6 +114,11 @@ def evaluate(
         systems = parse_systems(",".join(system))
         topics, judgments = load_eval_files(Path(queries), Path(qrels))
         version_dir = resolve_version(settings, version)
+        for name, why in missing_systems(version_dir, systems).items():
+            typer.echo(f"skipping {name}: {why}", err=True)
+            systems.remove(name)
+        if not systems:
+            raise ValueError("no system left to evaluate")
         table = compare(
             version_dir,
             topics,
@@ -126,6 +132,75 @@ def evaluate(
         raise typer.Exit(2) from None
     typer.echo(f"version {version_dir.name}, {len(topics)} queries\n")
     typer.echo(format_table(table))
+
+
+# --------------------------------------------------------------------------- the release
+release_app = typer.Typer(
+    no_args_is_help=True, help="The release version shipped in training/data/release."
+)
+app.add_typer(release_app, name="release")
+
+
+@release_app.command("show")
+def release_show() -> None:
+    """What the shipped release is, how to reproduce it, and how well it ranks."""
+    from training.release import RELEASE_DIR, ReleaseError, describe, read_release
+
+    try:
+        typer.echo(describe(read_release(RELEASE_DIR)), nl=False)
+    except ReleaseError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+@release_app.command("import")
+def release_import(
+    live: bool = typer.Option(False, "--live", help="Also make it the live version (LATEST)."),
+) -> None:
+    """Check the release's checksums, build its index and store it as a version (`up` does
+    this by itself when the store has no live version)."""
+    from cluster.artifacts import ArtifactStore
+    from cluster.config import get_settings
+    from training.release import ReleaseError, import_release
+
+    store = ArtifactStore.from_settings(get_settings())
+    try:
+        version = import_release(store)
+    except ReleaseError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    if live:
+        store.set_latest(version)
+    typer.echo(f"{'live' if live else 'stored'}: version {version}")
+
+
+@release_app.command("export")
+def release_export(
+    version: str = typer.Argument(..., help="A stored version id or a local version folder."),
+    command: str = typer.Option(
+        ..., "--command", help="The exact command that trained it, recorded in release.json."
+    ),
+    name: str = typer.Option("msmarco-full", "--name", help="The release's name."),
+    commit: str = typer.Option(..., "--commit", help="The code commit that trained it."),
+) -> None:
+    """Pack a version as the shipped release (float16 weights, checksums, its metrics as
+    imported). Maintainers only: commit training/data/release afterwards."""
+    from cluster.config import get_settings
+    from training.compare import resolve_version
+    from training.model import read_config
+    from training.release import RELEASE_DIR, describe, export_release
+
+    version_dir = resolve_version(get_settings(), version)
+    training = read_config(version_dir).get("training", {})
+    reproduce = {
+        "command": command,
+        "seed": training.get("seed"),
+        "profile": training.get("profile"),
+        "overrides": training.get("overrides", []),
+        "commit": commit,
+    }
+    release = export_release(version_dir, RELEASE_DIR, reproduce, name)
+    typer.echo(describe(release), nl=False)
 
 
 # --------------------------------------------------------------------------- serving

@@ -298,13 +298,15 @@ def _start_product(settings: Settings) -> None:
     # Training and serving both join the stack's Ray head (not a private Ray of this process,
     # which would take the Serve app down with it when `up` exits).
     settings = settings.model_copy(update={"ray_address": settings.ray_connect_address})
-    console.print("model: ensuring a live version (the first run trains the quick profile)")
-    version = ensure_version(settings)
+    console.print("model: ensuring a live version (an empty store gets the shipped release)")
+    version = ensure_version(settings, log=lambda line: console.print(f"model: {line}"))
     console.print(f"model: live version {version}")
-    console.print("serving: deploying the Serve app")
-    deploy(settings)
-    console.print(f"serving: ready at {settings.api_base_url}")
-    start_scheduler(settings)
+    clock = time.monotonic()
+    with console.status("serving: deploying the Serve app (encoder, shards, ingress)"):
+        deploy(settings)
+    console.print(f"serving: ready at {settings.api_base_url} in {time.monotonic() - clock:.1f}s")
+    with console.status("learning loop: starting the scheduler"):
+        start_scheduler(settings)
     console.print(
         f"learning loop: scheduler running (every {settings.reinforce_interval_s}s, "
         f"at least {settings.reinforce_min_events} new feedback events)"

@@ -4,7 +4,7 @@ The app is deployed declaratively (the same schema as ``serve deploy``): the imp
 args are fixed, and everything that changes at run time (which versions are loaded, the live
 one, batch size and wait) travels in each deployment's ``user_config``. Serve applies a
 ``user_config``-only change in place, by calling ``reconfigure`` on the running replicas,
-which is what makes rollouts cheap and safe (see docs/serving.md).
+which is what makes rollouts cheap and safe (docs/serving.md, "Versions and rollouts").
 
 - ``serve run deployments/serve_config.yaml`` / ``serve deploy deployments/serve_config.yaml``
   use :func:`build_app`, which loads the store's live version.

@@ -2,7 +2,8 @@
 
 A replica holds one :class:`training.model.QueryEncoder` per version named in its
 ``user_config`` (``{"versions": [...], "max_batch_size": n, "batch_wait_timeout_s": s}``), so
-a rollout can load the next version before any request needs it (see docs/serving.md).
+a rollout can load the next version before any request needs it (docs/serving.md, "Versions
+and rollouts").
 Requests name their version; a batch is split by version and each part goes through its own
 tower in one forward pass. Batch size and wait change at run time through ``user_config``.
 """

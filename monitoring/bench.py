@@ -169,7 +169,9 @@ async def _closed_loop(url: str, concurrency: int, total: int, max_s: float) -> 
                     errors += 1
 
         # Warm-up at this level's concurrency: its latencies are not counted (its errors are).
-        # The first seconds of load on fresh replicas ran ~20 % slower (docs/serving.md).
+        # Fresh replicas answer their first seconds of load more slowly, which made single
+        # runs look worse or better depending on what ran before (docs/results/serving.md,
+        # "One window, a warm-up, and the spread of many runs").
         warmup = min(WARMUP_REQUESTS, total)
         await asyncio.gather(
             *(client(warmup, time.perf_counter() + WARMUP_MAX_S) for _ in range(concurrency))

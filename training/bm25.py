@@ -1,7 +1,7 @@
 """BM25 with bm25s (PyStemmer English stemming, English stop words): the lexical baseline,
 the hard-negative miner and the lexical half of the hybrid.
 
-``k1``/``b`` are tuned on the dev queries with :func:`tune` (the issue asks for BM25 tuned on
+``k1``/``b`` are tuned on the dev queries with :func:`tune` (the baseline is BM25 tuned on
 dev, so its dev numbers are slightly optimistic; DL19 is untouched by tuning). The tuned values
 are the defaults below; ``python -m training.bm25`` re-runs the grid.
 """
@@ -19,7 +19,8 @@ import Stemmer
 
 from training.text import normalise
 
-TUNED_K1, TUNED_B = 0.9, 0.75  # best dev MRR@10 of `python -m training.bm25` (docs/quality.md)
+# The best dev MRR@10 of `python -m training.bm25` (docs/results/quality.md, "BM25 tuned on dev").
+TUNED_K1, TUNED_B = 0.9, 0.75
 
 
 @dataclass

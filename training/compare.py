@@ -76,6 +76,16 @@ def _dense_run_full_corpus(model_dir: Path, queries: dict[str, str]) -> dict[str
     return run_from_results(qids, np.asarray(collection.pids)[rows], scores)
 
 
+def missing_systems(version_dir: Path, systems: list[str]) -> dict[str, str]:
+    """{system: why} for the requested systems this version cannot be ranked with."""
+    if "meanpool" in systems and not (Path(version_dir) / ABLATION_DIR / "weights.pt").exists():
+        return {
+            "meanpool": f"version {Path(version_dir).name} holds no meanpool ablation "
+            "(it was trained with ablation=false, or made by the learning loop)"
+        }
+    return {}
+
+
 def compare(
     version_dir: Path,
     queries: dict[str, str],
@@ -85,7 +95,11 @@ def compare(
     *,
     hybrid_weight: float,
 ) -> dict[str, dict[str, float]]:
-    """{system: {column: value}} for each requested system, in the given order."""
+    """{system: {column: value}} for each requested system, in the given order; a system the
+    version cannot rank with (:func:`missing_systems`) is a ValueError."""
+    missing = missing_systems(version_dir, systems)
+    if missing:
+        raise ValueError("; ".join(missing.values()))
     from training.systems import dense_run, hybrid_run
 
     if not queries:
@@ -103,10 +117,7 @@ def compare(
             collection = datasets.load_collection()
             runs[system] = BM25Index.build(collection.pids, collection.texts).run(queries, DEPTH)
         elif system == "meanpool":
-            ablation = Path(version_dir) / ABLATION_DIR
-            if not (ablation / "weights.pt").exists():
-                raise ValueError(f"version {version_dir.name} holds no meanpool ablation")
-            runs[system] = _dense_run_full_corpus(ablation, queries)
+            runs[system] = _dense_run_full_corpus(Path(version_dir) / ABLATION_DIR, queries)
         else:
             runs[system] = hybrid_run(run_of("rnn"), run_of("bm25"), hybrid_weight)
         return runs[system]

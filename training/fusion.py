@@ -1,7 +1,8 @@
 """Hybrid ranking: a weighted sum of min-max-normalised dense and BM25 scores.
 
 One function for `twotower eval` and for the API's ``mode: hybrid`` so they rank alike.
-Equal-weight reciprocal-rank fusion let a weaker dense side drag BM25 down (docs/quality.md);
+Equal-weight reciprocal-rank fusion let a weaker dense side drag BM25 down
+(docs/results/quality.md, "The hybrid: score fusion, its weight tuned on dev");
 a convex combination of scores, with the dense weight tuned on dev like BM25's k1 and b,
 keeps what each side is sure of. A passage missing from one list scores that list's minimum.
 """

@@ -119,9 +119,10 @@ def read_index_meta(version_dir: Path) -> dict:
 
 
 # An exact search of 3 or more queries is one matrix product (BLAS) that streams the shard's
-# vectors once. Faiss switches to it only from nq * d >= 128,000 elements, i.e. 334 queries
-# at d = 384; below that it scans the shard once per query. On one core (22k x 384 rows):
-# 32 queries 72 ms that way, 13 ms with BLAS; 1 query 2.5 ms that way, 6.3 ms with BLAS.
+# vectors once. Faiss's own threshold is nq * d >= 128,000 elements (334 queries at d = 384),
+# far above serving's batches, and below it Faiss scans the whole shard again for every query.
+# A lone query is faster without BLAS; the crossover, measured on one core, is where this
+# constant sits (docs/results/serving.md, "HAProxy and batched flat search").
 BLAS_FROM_QUERIES = 3
 
 

@@ -3,8 +3,10 @@
     word2vec → BM25 (+ hard negatives) → training examples (+ cached teacher vectors)
     → Ray Train (TorchTrainer, DDP) → Faiss shards → evaluation (dev, DL19) → ArtifactStore
 
-``ensure_version(settings)`` is what `twotower up` calls: it reuses the live version, or trains
-``settings.profile`` and publishes it. ``build_version`` is what `twotower train` calls.
+``ensure_version(settings)`` is what `twotower up` calls: it reuses the live version, else
+imports the release version shipped in the repository (:mod:`training.release`), or trains
+``settings.profile`` when ``first_start`` says so. ``build_version`` is what `twotower train`
+calls.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from cluster.config import Settings
-from training import datasets
+from training import datasets, release
 from training.index import IndexConfig
 from training.model import ModelConfig, TwoTower
 from training.train import TrainConfig
@@ -40,11 +42,12 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # ≤ 5 minutes on 2 idle cores: the demo and CI.
+    # Minutes on two cores: tests, CI, and a quick look at a change.
     "quick": Profile(
         name="quick",
         word2vec=Word2VecConfig(dim=128, epochs=2),
-        # GRU 80 each way costs what GRU 128 one way does, and ranks better (docs/quality.md).
+        # A narrower GRU each way costs what a wider one-way GRU does, and ranks better
+        # (docs/results/quality.md, "Bidirectional towers").
         model=dict(
             hidden_dim=80, bidirectional=True, dim=384, max_passage_len=64, pooling="attention"
         ),
@@ -59,15 +62,15 @@ PROFILES: dict[str, Profile] = {
         train=TrainConfig(epochs=1, batch_size=64),
         data=DataConfig(ict=0),
     ),
-    # ≤ 45 minutes on 2 idle cores: the best settings found (docs/quality.md).
+    # The best settings found: what the release version is trained with (docs/training.md).
     "full": Profile(
         name="full",
         word2vec=Word2VecConfig(dim=128, epochs=5),
         model=dict(
             hidden_dim=112, bidirectional=True, dim=384, max_passage_len=96, pooling="attention"
         ),
-        # Batch 128 x 6 epochs beat 64 x 4 and takes less time: two Ray Train workers share
-        # a 128-row step better than a 64-row one (docs/quality.md, "Batch 128, six epochs").
+        # Batch 128 beats batch 64 at less cost: two Ray Train workers share a larger step
+        # better (docs/results/quality.md, "Batch 128, six epochs").
         train=TrainConfig(epochs=6, batch_size=128, embed_distill_weight=1.0),
         data=DataConfig(ict=44000),
     ),
@@ -300,9 +303,17 @@ def train_and_publish(
             ray.shutdown()
 
 
-def ensure_version(settings: Settings) -> str:
-    """The live version; trains ``settings.profile`` and publishes it if the store has none."""
+def ensure_version(settings: Settings, log=print) -> str:
+    """The live version. A store with none gets the shipped release (made live), or, with
+    ``first_start=train`` or no release in the checkout, a freshly trained ``profile``."""
     from cluster.artifacts import ArtifactStore
 
-    live = ArtifactStore.from_settings(settings).latest()
-    return live or train_and_publish(settings)
+    store = ArtifactStore.from_settings(settings)
+    live = store.latest()
+    if live:
+        return live
+    if settings.first_start == "release" and release.has_release():
+        version = release.import_release(store, log=log)
+        store.set_latest(version)
+        return version
+    return train_and_publish(settings)

@@ -1,5 +1,5 @@
 """The training loop: one step function shared by the local loop (tests, tiny versions) and the
-Ray Train workers (real versions, see :mod:`training.ray_train`).
+Ray Train workers (real versions, :func:`fit_ray` below).
 
 Loss = triplet margin (in-batch + explicit negatives)
      + λ · next-token cross-entropy (query and passage RNNs)
@@ -45,7 +45,9 @@ class TrainConfig:
     next_token_weight: float = 0.1  # λ
     next_token_positions: int = 2048  # positions sampled per batch and tower
     distill_weight: float = 1.0  # α; used only for examples that carry teacher vectors
-    distill_temperature: float = 0.1  # 0.05 made the teacher almost one-hot (docs/quality.md)
+    # A lower temperature makes the teacher's softmax almost one-hot, so it passes on little of
+    # its ordering of the other candidates (docs/results/quality.md, "Distillation temperature").
+    distill_temperature: float = 0.1
     embed_distill_weight: float = 0.0  # β; needs the model's dim to equal the teacher's
     grad_clip: float = 1.0
     warmup_steps: int = 50
@@ -234,7 +236,7 @@ def train_epoch(
         from tqdm import tqdm
 
         # Redrawn every 2 s, not per batch: on Ray each redraw is a log line the driver relays,
-        # which cost a fifth of a core during the full run.
+        # and relaying one per batch costs the driver CPU that training needs.
         batches = tqdm(
             batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", mininterval=2.0
         )

@@ -1,4 +1,5 @@
-"""Write a complete version folder (the layout in docs/architecture.md) from a trained model."""
+"""Write a complete version folder (docs/training.md, "What a version folder holds") from a
+trained model."""
 
 from __future__ import annotations
 

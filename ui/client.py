@@ -32,7 +32,7 @@ def _detail(response: httpx.Response) -> str:
 
 
 class SearchApi:
-    """A small synchronous client for the Ray Serve HTTP API (see docs/architecture.md)."""
+    """A small synchronous client for the Ray Serve HTTP API (docs/api.md)."""
 
     def __init__(self, base_url: str, timeout: float = TIMEOUT_S) -> None:
         self.base_url = base_url.rstrip("/")

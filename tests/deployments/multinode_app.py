@@ -39,7 +39,11 @@ def main(queries: list[str]) -> dict:
         wait_healthy(settings.api_base_url)
         rankings = {}
         for query in queries:
-            r = httpx.post(f"{settings.api_base_url}/search", json={"query": query}, timeout=60)
+            r = httpx.post(
+                f"{settings.api_base_url}/search",
+                json={"query": query, "mode": "dense"},
+                timeout=60,
+            )
             r.raise_for_status()
             rankings[query] = [hit["pid"] for hit in r.json()["results"]]
         deployments = serve.status().applications[APP_NAME].deployments

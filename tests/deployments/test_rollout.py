@@ -50,7 +50,7 @@ class Load:
                 query = QUERIES[i % len(QUERIES)]
                 i += 1
                 try:
-                    r = client.post("/search", json={"query": query})
+                    r = client.post("/search", json={"query": query, "mode": "dense"})
                     body = r.json() if r.status_code == 200 else r.text
                     self.responses.append((query, r.status_code, body))
                 except httpx.HTTPError as err:

@@ -2,7 +2,7 @@
 
 Pure functions, no I/O: the job reads rows from the log store and hands them here.
 
-Position bias (see docs/learning-loop.md for the why):
+Position bias (docs/learning-loop.md, "Position bias", says why):
 - negatives are *skip-above* passages (shown above a clicked one and not clicked: a user who
   clicked rank r almost surely looked at ranks < r), explicit ``not_relevant`` marks, and,
   only when a positive has neither, a *mined* passage from a caller-supplied miner;
