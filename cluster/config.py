@@ -200,3 +200,18 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``TWOTOWER_*`` variables that rebuild ``settings`` in a process we launch (the Ray head
+    and its workers, a learning-loop run), so it sees this process's configuration."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"TWOTOWER_{name.upper()}"] = str(value)
+    return env

@@ -1,6 +1,6 @@
 """The three real servers the product needs locally, each startable on its own.
 
-Used by `twotower up` (cluster/stack.py) with the state folder and the configured ports, and by
+Used by `twotower up` (twotower/stack.py) with the state folder and the configured ports, and by
 the test fixtures (tests/fixtures/services.py) with temporary folders and free ports. Every one
 binds to loopback only and is stopped by the PIDs it started, never by process name.
 """
@@ -368,7 +368,6 @@ class RayHead:
             **os.environ,
             "TMPDIR": str(self.scratch_dir),
             **self.env,
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0",
             # `ray start` turns token auth on whenever ~/.ray/auth_token exists (any earlier
             # ray.init() writes one), but drivers given an explicit address never turn it on,

@@ -8,13 +8,13 @@ which is what makes rollouts cheap and safe (docs/serving.md, "Versions and roll
 
 - ``serve run deployments/serve_config.yaml`` / ``serve deploy deployments/serve_config.yaml``
   use :func:`build_app`, which loads the store's live version.
-- ``twotower deploy`` renders :func:`serve_config` from the settings and applies it.
+- ``twotower deploy`` renders :func:`serve_config` from the settings and applies it
+  (:mod:`deployments.rollout`, through :mod:`deployments.serve_control`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ CODE_FILES = (
     "cluster/artifacts.py",
     "cluster/config.py",
     "cluster/logstore",
-    "monitoring/__init__.py",
-    "monitoring/metrics.py",
+    "cluster/metrics.py",
+    "cluster/ray_connection.py",
     "training/__init__.py",
     "training/fusion.py",
     "training/index.py",
@@ -160,88 +160,3 @@ def build_app(args: dict | None = None):
     if len(shards) != num_shards:
         raise ValueError(f"args ask for {num_shards} shards, settings.num_shards is different")
     return configured(SearchIngress, INGRESS).bind(encoder, shards)
-
-
-# ---------------------------------------------------------------------- applying a config
-def connect(settings: Settings) -> None:
-    """Join the configured Ray cluster (no-op inside one)."""
-    import os
-
-    import ray
-
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on loopback
-    if not ray.is_initialized():
-        # `ray start` turns on token auth by default, but ray.init with an explicit address
-        # only uses the local token (~/.ray/auth_token) when told to: do what "auto" does.
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-        ray.init(
-            address=settings.ray_connect_address,
-            namespace="serve",
-            log_to_driver=False,
-            configure_logging=False,
-        )
-
-
-def _client(http_options: dict):
-    from ray.serve._private.api import serve_start  # what `serve run/deploy` use
-
-    return serve_start(http_options=http_options)
-
-
-def current_config() -> dict | None:
-    """{deployment name: user_config} of the running app, or None when it is not deployed."""
-    from ray.serve.context import _get_global_client
-
-    client = _get_global_client(raise_if_no_controller_running=False)
-    if client is None:
-        return None
-    details = client.get_serve_details()
-    app = details.get("applications", {}).get(APP_NAME)
-    if not app or app.get("status") in ("DELETING", "NOT_STARTED"):
-        return None
-    return {
-        name: (info.get("deployment_config") or {}).get("user_config")
-        for name, info in app.get("deployments", {}).items()
-    }
-
-
-def apply(config: dict, timeout_s: float = 600.0) -> None:
-    """Submit a Serve config and wait until every replica runs it (user_config applied)."""
-    from ray.serve.schema import ServeDeploySchema
-
-    client = _client(config["http_options"])
-    client.deploy_apps(ServeDeploySchema.model_validate(config))
-    wanted = {d["name"]: d.get("user_config") for d in config["applications"][0]["deployments"]}
-    deadline = time.monotonic() + timeout_s
-    status = None
-    while time.monotonic() < deadline:
-        details = client.get_serve_details()
-        app = details.get("applications", {}).get(APP_NAME) or {}
-        status = app.get("status")
-        if status == "DEPLOY_FAILED":
-            raise RuntimeError(f"deploying {APP_NAME} failed: {app.get('message')}")
-        deployments = app.get("deployments", {})
-        done = status == "RUNNING" and all(
-            name in deployments
-            and (deployments[name].get("deployment_config") or {}).get("user_config") == conf
-            and deployments[name].get("status") == "HEALTHY"
-            for name, conf in wanted.items()
-        )
-        if done:
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"{APP_NAME} did not reach the new config in {timeout_s:.0f}s ({status})")
-
-
-def deploy(settings: Settings | None = None) -> None:
-    """Deploy the app, or refresh it: a running app moves to the target version through a
-    rollout (zero downtime); a fresh one starts with the target version loaded."""
-    from deployments.rollout import rollout
-
-    settings = settings or get_settings()
-    connect(settings)
-    rollout(settings)

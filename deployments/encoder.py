@@ -19,8 +19,8 @@ import torch
 from ray import serve
 
 from cluster.config import get_settings
+from cluster.metrics import serving_metrics
 from deployments.versions import local_copy
-from monitoring.metrics import serving_metrics
 from training.model import QueryEncoder
 
 log = logging.getLogger("ray.serve")

@@ -36,8 +36,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cluster.artifacts import ArtifactStore
 from cluster.config import get_settings
 from cluster.logstore import FeedbackRecord, LogStore, ResultItem, SearchRecord
+from cluster.metrics import serving_metrics
 from deployments.merge import Hit, fuse_hits, merge_topk
-from monitoring.metrics import serving_metrics
 from training.fusion import FUSION_DEPTH
 
 log = logging.getLogger("ray.serve")

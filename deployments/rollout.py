@@ -18,7 +18,9 @@ import logging
 
 from cluster.artifacts import ArtifactStore
 from cluster.config import Settings, get_settings
-from deployments.app import INGRESS, apply, connect, current_config, serve_config
+from cluster.ray_connection import connect
+from deployments.app import INGRESS, serve_config
+from deployments.serve_control import apply, current_config
 from deployments.versions import target_version
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def live_version() -> str | None:
 
 def switch(settings: Settings, target: str) -> None:
     """Make the running app serve ``target`` (deploy it first if it is not running)."""
-    connect(settings)
+    connect(settings, quiet=True)
     current = live_version()
     if current is None:
         log.info("deploying the app with version %s", target)
@@ -87,3 +89,11 @@ def rollback(settings: Settings | None = None) -> str:
     switch(settings, target)
     store.rollback(to=target)
     return target
+
+
+def deploy(settings: Settings | None = None) -> None:
+    """Deploy the app, or refresh it: a running app moves to the target version through a
+    rollout (zero downtime); a fresh one starts with the target version loaded."""
+    settings = settings or get_settings()
+    connect(settings, quiet=True)
+    rollout(settings)

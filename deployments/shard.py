@@ -21,9 +21,9 @@ import numpy as np
 from ray import serve
 
 from cluster.config import get_settings
+from cluster.metrics import serving_metrics
 from deployments.merge import Hit
 from deployments.versions import local_copy
-from monitoring.metrics import serving_metrics
 from training.index import BLAS_FROM_QUERIES, load_shard, use_blas_from
 from training.text import tokenize
 

@@ -39,6 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from cluster.config import REPO_ROOT, Settings
+from cluster.ray_connection import connect
+from deployments.app import APP_NAME, INGRESS
+from deployments.serve_control import serve_details
 
 QUERY_FILES = ("queries.dev.tsv.gz", "queries.test.tsv.gz", "queries.dl19.tsv.gz")
 DATA_DIR = REPO_ROOT / "training" / "data" / "msmarco"
@@ -382,13 +385,9 @@ def replica_nice(settings: Settings) -> int:
     """The niceness the app's replicas run at (the in-process bound runs at the same)."""
     import psutil
 
-    from deployments.app import APP_NAME, INGRESS, connect
-
     try:
-        from ray.serve.context import _get_global_client
-
-        connect(settings)
-        details = _get_global_client().get_serve_details()
+        connect(settings, quiet=True)
+        details = serve_details()
         replica = details["applications"][APP_NAME]["deployments"][INGRESS]["replicas"][0]
         return psutil.Process(replica["pid"]).nice()
     except Exception:  # not on the app's machine, or no access: assume Ray's default

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from training.text import query_key
+
 DATA_DIR = Path(__file__).resolve().parent / "data" / "msmarco"
 EVAL_SETS = ("dev", "dl19", "test", "dl20")  # never trained on
 LABELLED_EVAL_SETS = ("dev", "dl19")  # test and dl20 ship without qrels
@@ -127,5 +129,5 @@ def evaluation_query_texts(data_dir: Path | None = None) -> frozenset[str]:
     """Normalised texts of every evaluation query: the guard that keeps them out of training."""
     texts = set()
     for split in EVAL_SETS:
-        texts.update(q.strip().lower() for q in load_queries(split, data_dir).values())
+        texts.update(query_key(q) for q in load_queries(split, data_dir).values())
     return frozenset(texts)

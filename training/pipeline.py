@@ -11,13 +11,13 @@ calls.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from cluster.config import Settings
+from cluster.ray_connection import connect
 from training import datasets, release
 from training.index import IndexConfig
 from training.model import ModelConfig, TwoTower
@@ -148,35 +148,6 @@ def with_overrides(profile: Profile, overrides: list[str]) -> Profile:
     )
 
 
-def connect_ray(settings: Settings) -> bool:
-    """Join the configured Ray cluster, else the local stack's head when it is up (training
-    then shows in its dashboard and shares its memory), else start a private local one. True
-    if we started it."""
-    import ray
-
-    from cluster.processes import port_in_use
-
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if settings.ray_address or port_in_use(settings.host, settings.ray_port):
-        ray.init(address=settings.ray_connect_address)
-        return False
-    for attempt in range(3):  # a head on a busy machine can miss Ray's 30 s start-up window
-        try:
-            ray.init(
-                num_cpus=settings.ray_num_cpus,
-                include_dashboard=False,
-                _node_ip_address=settings.host,  # loopback: never the machine's address
-            )
-            return True
-        except Exception as err:  # Ray raises a bare Exception for this
-            if "timed out during startup" not in str(err) or attempt == 2:
-                raise
-            ray.shutdown()
-    return True
-
-
 def build_version(
     settings: Settings,
     profile: Profile,
@@ -286,7 +257,7 @@ def train_and_publish(
 
     profile = with_overrides(get_profile(profile_name or settings.profile), overrides or [])
     store = ArtifactStore.from_settings(settings)
-    started_ray = connect_ray(settings) if settings.train_executor == "ray" else False
+    started_ray = settings.train_executor == "ray" and connect(settings, start_local=True)
     try:
         with tempfile.TemporaryDirectory(prefix="twotower-version-") as folder:
             out = Path(folder) / store.new_version_id()

@@ -28,6 +28,7 @@ import numpy as np
 
 from training import datasets
 from training.pseudo_queries import inverse_cloze_spans
+from training.text import query_key
 
 TEACHER_DIR = Path(__file__).resolve().parent / "data" / "teacher"
 TEACHER_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -119,7 +120,7 @@ def _training_side_texts(collection: datasets.Collection, spans: list[str]) -> l
     evaluation = datasets.evaluation_query_texts()
     ordered: dict[str, None] = {}
     for query in datasets.training_queries():
-        if query.strip().lower() in evaluation:  # defensive: the data says this never happens
+        if query_key(query) in evaluation:  # defensive: the data says this never happens
             raise ValueError(f"training query {query!r} is an evaluation query")
         ordered.setdefault(query, None)
     for pair in datasets.load_train_pairs():

@@ -27,6 +27,12 @@ def normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 
 
+def query_key(query: str) -> str:
+    """The one identity of a query: two queries with the same key are the same query to every
+    leak guard (evaluation queries never reach training), to deduplication and to click logs."""
+    return " ".join(normalise(query).split())
+
+
 def tokenize(text: str) -> list[str]:
     """Words of ``text`` after normalisation: what word2vec, BM25 and the model all see."""
     return _WORD.findall(normalise(text))

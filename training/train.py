@@ -423,7 +423,7 @@ def fit_ray(
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
-        raise RuntimeError("fit_ray needs a connected Ray (see training.pipeline.connect_ray)")
+        raise RuntimeError("fit_ray needs a connected Ray (cluster.ray_connection.connect)")
     from cluster.artifacts import ArtifactStore
 
     workers = settings.train_workers

@@ -24,6 +24,7 @@ from training.examples import Example
 from training.negatives import mine_bm25_negatives, mine_teacher_negatives
 from training.pseudo_queries import inverse_cloze_spans
 from training.teacher import SPAN_SEED, TeacherCache
+from training.text import query_key
 
 
 @dataclass
@@ -61,7 +62,7 @@ class TrainingData:
 
 def _assert_no_evaluation_queries(queries: list[str]) -> None:
     evaluation = datasets.evaluation_query_texts()
-    leaked = [q for q in queries if q.strip().lower() in evaluation]
+    leaked = [q for q in queries if query_key(q) in evaluation]
     if leaked:
         raise ValueError(
             f"{len(leaked)} evaluation queries in the training data, e.g. {leaked[0]!r}"
@@ -124,7 +125,7 @@ def build_training_data(
         # A span can repeat an evaluation query word for word (a passage that quotes the
         # question): it is left out, never trained on.
         evaluation = datasets.evaluation_query_texts()
-        rows = [r for r in rows if spans[r].strip().lower() not in evaluation]
+        rows = [r for r in rows if query_key(spans[r]) not in evaluation]
         mined = np.full(len(rows), -1)
         if cfg.ict_negatives == "teacher" and cfg.teacher:
             span_vectors = np.stack([teacher.lookup(spans[r]) for r in rows])

@@ -19,7 +19,9 @@ from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from cluster.config import get_settings  # noqa: E402
-from deployments.app import APP_NAME, deploy  # noqa: E402
+from deployments.app import APP_NAME  # noqa: E402
+from deployments.rollout import deploy  # noqa: E402
+from deployments.serve_control import serve_details  # noqa: E402
 from tests.fixtures.serving import wait_healthy  # noqa: E402
 
 
@@ -47,7 +49,7 @@ def main(queries: list[str]) -> dict:
             r.raise_for_status()
             rankings[query] = [hit["pid"] for hit in r.json()["results"]]
         deployments = serve.status().applications[APP_NAME].deployments
-        details = serve.context._get_global_client().get_serve_details()
+        details = serve_details()
         placed = {
             name: sorted({rep["node_id"] for rep in info["replicas"]})
             for name, info in details["applications"][APP_NAME]["deployments"].items()

@@ -9,7 +9,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from deployments.app import deploy
+from deployments.rollout import deploy
 from training.index import load_shards, search_shards
 from training.model import QueryEncoder
 

@@ -6,8 +6,9 @@ import time
 
 from ray import serve
 
-from deployments.app import ENCODER, apply, serve_config
+from deployments.app import ENCODER, serve_config
 from deployments.rollout import live_version
+from deployments.serve_control import apply
 from tests.deployments.test_rollout import Load
 
 

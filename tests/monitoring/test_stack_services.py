@@ -4,7 +4,7 @@ at the configured ports, so it starts them after serving and prints their URLs."
 import shutil
 
 from cluster.config import Settings
-from cluster.stack import services
+from twotower.stack import services
 
 
 def local(**overrides) -> Settings:

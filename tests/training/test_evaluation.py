@@ -3,12 +3,12 @@
 import pytest
 from typer.testing import CliRunner
 
-from cluster.cli import app
 from training.bm25 import BM25Config, BM25Index
 from training.datasets import DATA_DIR, read_qrels, read_queries
 from training.evaluate import evaluate_run, write_trec_run
 from training.negatives import mine_bm25_negatives
 from training.systems import hybrid_run
+from twotower.cli import app
 
 
 def test_metrics_on_a_hand_made_run():

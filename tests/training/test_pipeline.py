@@ -55,8 +55,8 @@ def test_training_joins_the_running_local_head_instead_of_starting_its_own(ray_l
     script = (
         "import ray\n"
         "from cluster.config import get_settings\n"
-        "from training.pipeline import connect_ray\n"
-        "started = connect_ray(get_settings())\n"
+        "from cluster.ray_connection import connect\n"
+        "started = connect(get_settings(), start_local=True)\n"
         "print(started, ray.get_runtime_context().gcs_address)\n"
         "ray.shutdown()\n"
     )

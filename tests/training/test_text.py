@@ -52,3 +52,16 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps({"format": 99, "vocab": list(SPECIALS)}))
     with pytest.raises(ValueError, match="unsupported tokenizer format"):
         Tokenizer.load(tmp_path / "t.json")
+
+
+def test_a_query_differing_only_in_whitespace_and_case_is_the_same_query_to_every_guard():
+    from learning.splits import untrainable_queries
+    from training import datasets
+    from training.text import query_key
+
+    held_out = next(iter(sorted(datasets.load_queries("dl19").values())))
+    variant = "  " + held_out.upper().replace(" ", "   \t") + " "
+    assert query_key(variant) == query_key(held_out)
+    # The training guard and the learning loop's guard both refuse the variant.
+    assert query_key(variant) in datasets.evaluation_query_texts()
+    assert query_key(variant) in untrainable_queries()

@@ -6,6 +6,7 @@ import pytest
 from training import datasets
 from training.negatives import mine_teacher_negatives
 from training.teacher import TeacherCache
+from training.text import query_key
 from training.trainset import DataConfig, build_training_data
 
 
@@ -15,7 +16,7 @@ def test_training_data_holds_only_training_queries_and_aligned_teacher_vectors()
     assert data.counts == {"pairs": 100, "triples": 2376, "ict": 50}
     assert len(data.examples) == 100 + 2376 + 50 and len(data.holdout) == 40
     evaluation = datasets.evaluation_query_texts()
-    assert not [e for e in data.examples if e.query.strip().lower() in evaluation]
+    assert not [e for e in data.examples if query_key(e.query) in evaluation]
     held = {p.query for p in data.holdout}
     assert not [e for e in data.examples if e.query in held]  # validation pairs stay out
     assert data.teacher.shape == (len(data.examples), 3, 384)

@@ -1,0 +1,140 @@
+"""The application's metric definitions: one place for every name Prometheus and Grafana see.
+
+Metrics go through Ray's metrics pipeline (``ray.util.metrics``), so each Ray node exports them
+on ``metrics_port`` next to Ray's and Ray Serve's own metrics, and Prometheus finds every node
+through Ray's service discovery file. Ray prefixes every name with ``ray_``; counters are named
+with ``_total`` so Ray exports them once, as a Prometheus counter.
+
+Serving (recorded by deployments/):
+
+==========================================  =========  =====================================
+exported name                               type       labels / meaning
+==========================================  =========  =====================================
+ray_twotower_request_latency_ms             histogram  route, status (HTTP status code); time
+                                                       inside the ingress. Its ``_count`` is
+                                                       the request counter (one record per
+                                                       request: each costs ~40 µs of the
+                                                       ingress's event loop)
+ray_twotower_encoder_batch_size             histogram  queries per QueryEncoder forward pass
+ray_twotower_ingress_batch_size             histogram  queries per ingress → shards fan-out
+ray_twotower_shard_search_latency_ms        histogram  shard; Faiss (+ BM25) time per batch
+ray_twotower_index_size                     gauge      shard, version; passages loaded
+ray_twotower_live_version_info              gauge      version; 1 for the live version, else 0
+ray_twotower_feedback_total                 counter    kind (click | relevant | not_relevant)
+==========================================  =========  =====================================
+
+Learning loop (recorded by learning through :func:`loop_metrics`):
+
+==================================================  =========  =============================
+ray_twotower_loop_runs_total                        counter    outcome (published | rejected
+                                                               | skipped | failed)
+ray_twotower_loop_run_duration_seconds              histogram  outcome
+ray_twotower_loop_last_success_timestamp_seconds    gauge      unix time of the last run
+                                                               that finished without error
+ray_twotower_live_version_metric                    gauge      version, metric (e.g.
+                                                               ``dev.mrr@10``); the live
+                                                               version's evaluation numbers
+==================================================  =========  =============================
+
+Metric objects are created lazily, once per process, by :func:`serving_metrics` and
+:func:`loop_metrics`: a Ray metric belongs to the worker process that records it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ray.util.metrics import Counter, Gauge, Histogram
+
+LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500, 5000]
+BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
+RUN_BOUNDARIES_S = [1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600]
+
+
+@dataclass(frozen=True)
+class ServingMetrics:
+    request_latency_ms: Histogram
+    encoder_batch_size: Histogram
+    ingress_batch_size: Histogram
+    shard_search_latency_ms: Histogram
+    index_size: Gauge
+    live_version: Gauge
+    feedback: Counter
+
+
+@dataclass(frozen=True)
+class LoopMetrics:
+    runs: Counter
+    run_duration_s: Histogram
+    last_success_ts: Gauge
+    live_version_metric: Gauge
+
+
+@lru_cache(maxsize=1)
+def serving_metrics() -> ServingMetrics:
+    return ServingMetrics(
+        request_latency_ms=Histogram(
+            "twotower_request_latency_ms",
+            description="Requests answered by the search API: time inside the ingress, in ms.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=("route", "status"),
+        ),
+        encoder_batch_size=Histogram(
+            "twotower_encoder_batch_size",
+            description="Queries per QueryEncoder forward pass.",
+            boundaries=BATCH_BOUNDARIES,
+        ),
+        ingress_batch_size=Histogram(
+            "twotower_ingress_batch_size",
+            description="Queries per fan-out from the ingress to the encoder and shards.",
+            boundaries=BATCH_BOUNDARIES,
+        ),
+        shard_search_latency_ms=Histogram(
+            "twotower_shard_search_latency_ms",
+            description="Time an IndexShard spends searching one batch, in ms.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=("shard",),
+        ),
+        index_size=Gauge(
+            "twotower_index_size",
+            description="Passages held by a shard replica, per loaded version.",
+            tag_keys=("shard", "version"),
+        ),
+        live_version=Gauge(
+            "twotower_live_version_info",
+            description="1 for the model version the ingress serves, 0 for versions it left.",
+            tag_keys=("version",),
+        ),
+        feedback=Counter(
+            "twotower_feedback_total",
+            description="Feedback events accepted by the API.",
+            tag_keys=("kind",),
+        ),
+    )
+
+
+@lru_cache(maxsize=1)
+def loop_metrics() -> LoopMetrics:
+    return LoopMetrics(
+        runs=Counter(
+            "twotower_loop_runs_total",
+            description="Learning-loop runs by outcome.",
+            tag_keys=("outcome",),
+        ),
+        run_duration_s=Histogram(
+            "twotower_loop_run_duration_seconds",
+            description="Wall time of a learning-loop run, in seconds.",
+            boundaries=RUN_BOUNDARIES_S,
+            tag_keys=("outcome",),
+        ),
+        last_success_ts=Gauge(
+            "twotower_loop_last_success_timestamp_seconds",
+            description="Unix time at which the last successful learning-loop run finished.",
+        ),
+        live_version_metric=Gauge(
+            "twotower_live_version_metric",
+            description="Evaluation metrics of the live version (from its metrics.json).",
+            tag_keys=("version", "metric"),
+        ),
+    )

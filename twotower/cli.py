@@ -1,0 +1,338 @@
+"""The `twotower` command, the product's one entry point. Each command is a thin wrapper whose
+imports happen inside it, so `twotower status` does not pay for torch or Ray."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+# --------------------------------------------------------------------------- local stack
+@app.command()
+def up(
+    services_only: bool = typer.Option(
+        False, "--services-only", help="Start PostgreSQL, S3 and Ray, nothing else."
+    ),
+) -> None:
+    """Start the local stack (idempotent): services, a trained model, serving, the website."""
+    from twotower.stack import StackError
+    from twotower.stack import up as stack_up
+
+    try:
+        stack_up(services_only=services_only)
+    except StackError as err:
+        typer.secho(f"twotower up: {err}", fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def down() -> None:
+    """Stop exactly what `up` started. Data stays in the state folder."""
+    from twotower.stack import down as stack_down
+
+    stack_down()
+
+
+@app.command()
+def status() -> None:
+    """Show each service, its address and its health."""
+    from twotower.stack import status as stack_status
+
+    raise typer.Exit(stack_status())
+
+
+# --------------------------------------------------------------------------- model
+@app.command()
+def train(
+    profile: str = typer.Option(
+        None, "--profile", help="quick (≤5 min) or full (≤45 min); default: settings.profile."
+    ),
+    overrides: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Change one setting of the profile: section.key=value, repeatable "
+        "(e.g. --set train.epochs=3 --set train.next_token_weight=0 --set ablation=false).",
+    ),
+    publish: bool = typer.Option(
+        True, "--publish/--no-publish", help="Make it LATEST, or only store it (experiments)."
+    ),
+) -> None:
+    """Train a version on Ray Train (word2vec, BM25 negatives, teacher cache), index, evaluate
+    and store it; by default also publish it as the store's LATEST."""
+    from cluster.config import get_settings
+    from training.pipeline import get_profile, train_and_publish, with_overrides
+
+    settings = get_settings()
+    try:
+        base = get_profile(profile or settings.profile)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--profile") from None
+    try:
+        with_overrides(base, overrides)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--set") from None
+    version = train_and_publish(settings, profile, overrides, publish)
+    typer.echo(f"{'published' if publish else 'stored (not published)'} version {version}")
+
+
+@app.command("eval")
+def evaluate(
+    queries: str = typer.Option(..., "--queries", help="TREC topics: qid<TAB>query per line."),
+    qrels: str = typer.Option(..., "--qrels", help="TREC qrels: qid 0 pid rel per line."),
+    system: list[str] = typer.Option(
+        ["rnn,bm25,meanpool,hybrid"],
+        "--system",
+        help="Systems to compare: comma-separated, or the option repeated.",
+    ),
+    version: str = typer.Option(
+        None, "--version", help="Stored version id or a local version folder; default LATEST."
+    ),
+    run_out: str = typer.Option(None, "--run-out", help="Write one TREC run file per system."),
+) -> None:
+    """MRR@10, R@10, R@100 and nDCG@10 (ir-measures) of each system, one row per system."""
+    from pathlib import Path
+
+    from cluster.config import get_settings
+    from training.compare import (
+        compare,
+        format_table,
+        load_eval_files,
+        missing_systems,
+        parse_systems,
+        resolve_version,
+    )
+
+    settings = get_settings()
+    try:
+        systems = parse_systems(",".join(system))
+        topics, judgments = load_eval_files(Path(queries), Path(qrels))
+        version_dir = resolve_version(settings, version)
+        for name, why in missing_systems(version_dir, systems).items():
+            typer.echo(f"skipping {name}: {why}", err=True)
+            systems.remove(name)
+        if not systems:
+            raise ValueError("no system left to evaluate")
+        table = compare(
+            version_dir,
+            topics,
+            judgments,
+            systems,
+            Path(run_out) if run_out else None,
+            hybrid_weight=settings.hybrid_dense_weight,
+        )
+    except (ValueError, FileNotFoundError, LookupError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"version {version_dir.name}, {len(topics)} queries\n")
+    typer.echo(format_table(table))
+
+
+# --------------------------------------------------------------------------- the release
+release_app = typer.Typer(
+    no_args_is_help=True, help="The release version shipped in training/data/release."
+)
+app.add_typer(release_app, name="release")
+
+
+@release_app.command("show")
+def release_show() -> None:
+    """What the shipped release is, how to reproduce it, and how well it ranks."""
+    from training.release import RELEASE_DIR, ReleaseError, describe, read_release
+
+    try:
+        typer.echo(describe(read_release(RELEASE_DIR)), nl=False)
+    except ReleaseError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+@release_app.command("import")
+def release_import(
+    live: bool = typer.Option(False, "--live", help="Also make it the live version (LATEST)."),
+) -> None:
+    """Check the release's checksums, build its index and store it as a version (`up` does
+    this by itself when the store has no live version)."""
+    from cluster.artifacts import ArtifactStore
+    from cluster.config import get_settings
+    from training.release import ReleaseError, import_release
+
+    store = ArtifactStore.from_settings(get_settings())
+    try:
+        version = import_release(store)
+    except ReleaseError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    if live:
+        store.set_latest(version)
+    typer.echo(f"{'live' if live else 'stored'}: version {version}")
+
+
+@release_app.command("export")
+def release_export(
+    version: str = typer.Argument(..., help="A stored version id or a local version folder."),
+    command: str = typer.Option(
+        ..., "--command", help="The exact command that trained it, recorded in release.json."
+    ),
+    name: str = typer.Option("msmarco-full", "--name", help="The release's name."),
+    commit: str = typer.Option(..., "--commit", help="The code commit that trained it."),
+) -> None:
+    """Pack a version as the shipped release (float16 weights, checksums, its metrics as
+    imported). Maintainers only: commit training/data/release afterwards."""
+    from cluster.config import get_settings
+    from training.compare import resolve_version
+    from training.model import read_config
+    from training.release import RELEASE_DIR, describe, export_release
+
+    version_dir = resolve_version(get_settings(), version)
+    training = read_config(version_dir).get("training", {})
+    reproduce = {
+        "command": command,
+        "seed": training.get("seed"),
+        "profile": training.get("profile"),
+        "overrides": training.get("overrides", []),
+        "commit": commit,
+    }
+    release = export_release(version_dir, RELEASE_DIR, reproduce, name)
+    typer.echo(describe(release), nl=False)
+
+
+# --------------------------------------------------------------------------- serving
+@app.command()
+def deploy(
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the Serve config (YAML) for the live version only."
+    ),
+) -> None:
+    """Deploy or refresh the Serve app from the settings (what `serve deploy` does with
+    deployments/serve_config.yaml); a running app moves versions without downtime."""
+    from cluster.config import get_settings
+
+    settings = get_settings()
+    if print_config:
+        import yaml
+
+        from deployments.app import serve_config
+        from deployments.versions import target_version
+
+        live = target_version(settings)
+        typer.echo(yaml.safe_dump(serve_config(settings, [live], live), sort_keys=False))
+        return
+    from deployments.rollout import deploy as deploy_app
+
+    deploy_app(settings)
+    typer.echo(f"serving on {settings.api_base_url}")
+
+
+@app.command()
+def rollout(
+    version: str = typer.Argument(None, help="Version to make live (default: the store's LATEST)."),
+) -> None:
+    """Switch the live model version with zero failed requests and no mixed versions."""
+    from cluster.config import get_settings
+    from deployments.rollout import rollout as do_rollout
+
+    typer.echo(f"live version: {do_rollout(get_settings(), version)}")
+
+
+@app.command()
+def rollback() -> None:
+    """Return to the previously live version, the same way as a rollout."""
+    from cluster.config import get_settings
+    from deployments.rollout import rollback as do_rollback
+
+    typer.echo(f"live version: {do_rollback(get_settings())}")
+
+
+@app.command()
+def bench(
+    requests: int = typer.Option(2000, "--requests", "-n", min=10, help="Requests per level."),
+    max_seconds: float = typer.Option(60.0, "--max-seconds", help="Time cap per level."),
+    concurrency: str = typer.Option("1,8,32", "--concurrency", help="Comma-separated levels."),
+    scale: bool = typer.Option(True, "--scale/--no-scale", help="Also run the 1M-passage test."),
+    scale_passages: int = typer.Option(1_000_000, "--scale-passages", min=10_000),
+    served: bool = typer.Option(True, "--served/--no-served", help="Load-test the running app."),
+) -> None:
+    """Load-test the running app on loopback and compare with the in-process bound."""
+    from cluster.config import get_settings
+    from monitoring.bench import main as bench_main
+
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    bench_main(get_settings(), levels, requests, max_seconds, scale, scale_passages, served)
+
+
+# --------------------------------------------------------------------------- model
+# --------------------------------------------------------------------------- learning loop
+@app.command()
+def reinforce(
+    now: bool = typer.Option(False, "--now", help="Run the learning loop once, right now."),
+    start: bool = typer.Option(False, "--start", help="Start the periodic scheduler actor."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the periodic scheduler actor."),
+) -> None:
+    """The learning loop: `--now` runs it once; without options, show recent runs."""
+    import json
+
+    from cluster.config import get_settings
+
+    settings = get_settings()
+    if now:
+        from learning.job import run_once
+
+        result = run_once(settings, force=True)
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        raise typer.Exit(1 if result.status == "failed" else 0)
+    if start or stop:
+        from learning.scheduler import start_scheduler, stop_scheduler
+
+        if start:
+            start_scheduler(settings)
+            typer.echo(f"scheduler running: every {settings.reinforce_interval_s}s")
+        else:
+            typer.echo("scheduler stopped" if stop_scheduler(settings) else "no scheduler")
+        return
+    from cluster.logstore import LogStore
+
+    logs = LogStore(settings)
+    try:
+        for run in logs.list_runs(limit=10):
+            typer.echo(json.dumps(run, default=str))
+    finally:
+        logs.close()
+
+
+@app.command()
+def simulate(
+    sessions: int = typer.Option(200, "--sessions", "-k", min=1, help="Simulated sessions."),
+    seed: int = typer.Option(1, "--seed", help="First seed (one per repeat)."),
+    repeats: int = typer.Option(
+        0,
+        "--repeats",
+        min=0,
+        help="0: only simulate clicks (then run `twotower reinforce --now`). N: N trials, each "
+        "from the same live version: clicks, a loop run, and the measured change.",
+    ),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, max=64),
+    report: str = typer.Option("", "--report", help="Write the trials as JSON to this path."),
+) -> None:
+    """Simulated users: real searches through the HTTP API, clicks from a click model."""
+    import json
+    from pathlib import Path
+
+    from cluster.config import get_settings
+    from twotower import simulate as sim
+
+    settings = get_settings()
+    if repeats == 0:
+        stats = sim.run_sessions(settings, sessions, seed, concurrency=concurrency)
+        typer.echo(json.dumps(stats.__dict__, indent=2, default=str))
+        raise typer.Exit(1 if stats.clicks == 0 else 0)
+    trials = sim.repeated_trials(settings, sessions, seed, repeats, concurrency=concurrency)
+    text = json.dumps([t.__dict__ for t in trials], indent=2, default=str)
+    if report:
+        Path(report).write_text(text + "\n")
+    typer.echo(text)
+    typer.echo(sim.summary(trials))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
