@@ -75,10 +75,10 @@ def run(
     """Fine-tune ``version`` (default: LATEST) on the simulated half's judgments (or, with
     ``control``, on as many replayed training examples) and measure it as the simulator does."""
     from cluster.artifacts import ArtifactStore
-    from learning.evaluation import rank
     from learning.finetune import fine_tune, parent_collection, replay_examples
     from learning.splits import dev_split
     from training import datasets
+    from training.evaluation.runs import dense_ranking
     from training.examples import Example
     from twotower.simulate import measure_change
 
@@ -92,7 +92,7 @@ def run(
     triplets = oracle_triplets(
         queries,
         datasets.load_qrels("dev"),
-        rank(live_dir, queries) if negatives == "skip-above" else {},
+        dense_ranking(live_dir, queries) if negatives == "skip-above" else {},
         negatives=negatives,
         per_query=per_query,
         pool=collection.pids,

@@ -20,8 +20,9 @@ import faiss
 import numpy as np
 
 from training import datasets
-from training.compare import format_table
-from training.evaluate import evaluate_run, run_from_results
+from training.evaluation.compare import format_table
+from training.evaluation.metrics import evaluate_run
+from training.evaluation.runs import run_from_results
 from training.index import load_shards
 
 DEPTH = 100

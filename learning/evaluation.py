@@ -1,62 +1,16 @@
-"""Per-query evaluation of a version directory, for the gate and the simulator's report.
-
-Metrics come from ir-measures; they are kept per query (missing queries score 0) so the
-simulator can put a paired bootstrap interval around a change.
-"""
+"""The learning loop's evaluation sets (dev halves, DL19, logged and untrained slices), scored
+per query with :mod:`training.evaluation` for the gate and the simulator's report."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-import ir_measures
-from ir_measures import RR, nDCG
-
 from learning.splits import dev_split
 from training.datasets import load_qrels, load_queries
+from training.evaluation.metrics import MRR10, NDCG10, PerQuery, mean, per_query
+from training.evaluation.runs import dense_ranking
 from training.text import query_key
-
-MRR10, NDCG10 = RR @ 10, nDCG @ 10
-PerQuery = dict[str, float]
-
-
-def rank(version_dir: Path, queries: Mapping[str, str], k: int = 10) -> dict[str, list[int]]:
-    """qid -> top-k pids from the version's own encoder and Faiss shards (what serving does)."""
-    from training.index import load_shards, search_shards
-    from training.model import QueryEncoder
-
-    qids = list(queries)
-    if not qids:
-        return {}
-    vectors = QueryEncoder.load(Path(version_dir)).encode([queries[q] for q in qids])
-    _, pids = search_shards(load_shards(Path(version_dir)), vectors, k)
-    return {qid: [int(p) for p in row if p >= 0] for qid, row in zip(qids, pids, strict=True)}
-
-
-def per_query(
-    ranking: Mapping[str, list[int]], qrels: Mapping[str, Mapping[str, int]], measure
-) -> PerQuery:
-    """One value per judged query; a query the run does not answer scores 0."""
-    run = [
-        ir_measures.ScoredDoc(qid, str(pid), float(len(pids) - i))
-        for qid, pids in ranking.items()
-        if qid in qrels
-        for i, pid in enumerate(pids)
-    ]
-    judged = [
-        ir_measures.Qrel(qid, str(pid), int(rel))
-        for qid, docs in qrels.items()
-        for pid, rel in docs.items()
-    ]
-    values = {qid: 0.0 for qid in qrels}
-    for metric in ir_measures.iter_calc([measure], judged, run):
-        values[metric.query_id] = float(metric.value)
-    return values
-
-
-def mean(values: PerQuery) -> float:
-    return sum(values.values()) / len(values) if values else 0.0
 
 
 def eval_sets(
@@ -101,7 +55,7 @@ def evaluate_per_query(
 ) -> dict[str, PerQuery]:
     results = {}
     for name, (queries, qrels, measure) in eval_sets(logged_holdout, trained).items():
-        results[name] = per_query(rank(version_dir, queries), qrels, measure)
+        results[name] = per_query(dense_ranking(Path(version_dir), queries), qrels, measure)
     return results
 
 
@@ -120,16 +74,3 @@ def evaluate_for_gate(
         name: {measures[name]: round(mean(values), 6)}
         for name, values in evaluate_per_query(version_dir, logged_holdout, trained).items()
     }
-
-
-def paired_bootstrap(
-    before: PerQuery, after: PerQuery, samples: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean change and its 95% interval, resampling queries (paired: same query both sides)."""
-    qids = sorted(before)
-    if not qids or set(qids) != set(after):
-        raise ValueError("paired bootstrap needs the same non-empty query set on both sides")
-    diffs = [after[q] - before[q] for q in qids]
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(samples))
-    return sum(diffs) / len(diffs), means[int(0.025 * samples)], means[int(0.975 * samples) - 1]

@@ -115,7 +115,7 @@ def tune(
 ) -> list[dict]:
     """Grid search on a labelled evaluation split; returns rows sorted best first."""
     from training import datasets
-    from training.evaluate import evaluate_run
+    from training.evaluation.metrics import evaluate_run
 
     collection = datasets.load_collection()
     queries, qrels = datasets.load_queries(split), datasets.load_qrels(split)

@@ -157,7 +157,7 @@ def build_version(
 ) -> dict:
     """Train ``profile`` on Ray Train and write a complete version folder; returns its metrics."""
     from training.bm25 import BM25Index
-    from training.compare import ABLATION_DIR
+    from training.evaluation.compare import ABLATION_DIR
     from training.examples import ExampleSet
     from training.model import save_model
     from training.teacher import TeacherCache

@@ -33,10 +33,10 @@ import torch
 from cluster.artifacts import ArtifactStore, VersionNotFound, sha256_file
 from cluster.config import REPO_ROOT
 from training import datasets
-from training.evaluate import evaluate_run
+from training.evaluation.metrics import evaluate_run
+from training.evaluation.runs import dense_run
 from training.index import IndexConfig, build_shards
 from training.model import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, encode_texts, load_model
-from training.systems import dense_run
 from training.version import METRICS_FILE
 
 RELEASE_DIR = REPO_ROOT / "training" / "data" / "release"

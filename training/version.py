@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from training.datasets import Collection
-from training.evaluate import evaluate_run
+from training.evaluation.metrics import evaluate_run
+from training.evaluation.runs import dense_run
 from training.index import IndexConfig, build_shards
 from training.model import TwoTower, encode_texts, save_model
-from training.systems import dense_run
 from training.text import Tokenizer
 
 METRICS_FILE = "metrics.json"

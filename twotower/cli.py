@@ -94,7 +94,7 @@ def evaluate(
     from pathlib import Path
 
     from cluster.config import get_settings
-    from training.compare import (
+    from training.evaluation.compare import (
         compare,
         format_table,
         load_eval_files,
@@ -180,7 +180,7 @@ def release_export(
     """Pack a version as the shipped release (float16 weights, checksums, its metrics as
     imported). Maintainers only: commit training/data/release afterwards."""
     from cluster.config import get_settings
-    from training.compare import resolve_version
+    from training.evaluation.compare import resolve_version
     from training.model import read_config
     from training.release import RELEASE_DIR, describe, export_release
 

@@ -182,7 +182,8 @@ class Trial:
 
 def measure_change(base_dir, new_dir) -> dict:
     """Held-out dev half (MRR@10) and DL19 (nDCG@10), plus the simulated half for contrast."""
-    from learning.evaluation import evaluate_per_query, mean, paired_bootstrap
+    from learning.evaluation import evaluate_per_query
+    from training.evaluation.metrics import mean, paired_bootstrap
 
     before = evaluate_per_query(base_dir)
     after = evaluate_per_query(new_dir) if new_dir != base_dir else before

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from learning.evaluation import evaluate_for_gate, evaluate_per_query, rank
+from learning.evaluation import evaluate_for_gate, evaluate_per_query
 from learning.splits import dev_split
 from training.datasets import load_queries
+from training.evaluation.runs import dense_ranking
 from training.text import query_key
 
 
 def test_gate_metrics_of_a_real_version(tiny_version_dir):
     queries = {"a": "what is a cat", "b": "how to cook rice"}
-    top = rank(tiny_version_dir, queries, k=10)
+    top = dense_ranking(tiny_version_dir, queries, k=10)
     assert all(len(pids) == 10 for pids in top.values())
     # Logged qrels: the version's own top hit for one query, its 10th for the other.
     holdout = {"what is a cat": {top["a"][0]}, "how to cook rice": {top["b"][9]}}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from learning.evaluation import paired_bootstrap
 from learning.gate import MIN_LOGGED_QUERIES, decide
+from training.evaluation.metrics import paired_bootstrap
 
 LIVE = {"dev_untrained": {"MRR@10": 0.30}, "dl19": {"nDCG@10": 0.50}, "logged": {"MRR@10": 0.40}}
 

@@ -22,10 +22,10 @@ import torch
 
 from cluster.artifacts import ArtifactStore
 from cluster.logstore import FeedbackRecord, LogStore, ResultItem, SearchRecord
-from learning.evaluation import rank
 from learning.job import run_once
 from learning.splits import dev_split
 from training.datasets import load_qrels
+from training.evaluation.runs import dense_ranking
 from training.model import load_model, save_model
 from twotower.simulate import ClickModel
 
@@ -42,7 +42,7 @@ def log_sessions(settings, version_dir: Path, sessions: int, seed: int) -> int:
     rng = random.Random(seed)
     chosen = {f"s{i}": queries[rng.choice(sorted(queries))] for i in range(sessions)}
     qid_of = {q: qid for qid, q in queries.items()}
-    top = rank(version_dir, chosen, k=10)
+    top = dense_ranking(version_dir, chosen, k=10)
     t0 = datetime.now(UTC) - timedelta(hours=1)
     events = 0
     with LogStore(settings) as logs:

@@ -5,9 +5,9 @@ from typer.testing import CliRunner
 
 from training.bm25 import BM25Config, BM25Index
 from training.datasets import DATA_DIR, read_qrels, read_queries
-from training.evaluate import evaluate_run, write_trec_run
+from training.evaluation.metrics import evaluate_run
+from training.evaluation.runs import hybrid_run, write_trec_run
 from training.negatives import mine_bm25_negatives
-from training.systems import hybrid_run
 from twotower.cli import app
 
 

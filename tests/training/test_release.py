@@ -11,7 +11,8 @@ import pytest
 
 from cluster.artifacts import ArtifactStore
 from training import datasets
-from training.evaluate import evaluate_run
+from training.evaluation.metrics import evaluate_run
+from training.evaluation.runs import dense_run
 from training.model import QueryEncoder
 from training.pipeline import ensure_version
 from training.release import (
@@ -24,7 +25,6 @@ from training.release import (
     read_release,
     unpack,
 )
-from training.systems import dense_run
 
 
 def fresh_store(settings, tmp_path) -> tuple:

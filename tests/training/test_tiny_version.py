@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from training import datasets
-from training.evaluate import evaluate_run
+from training.evaluation.metrics import evaluate_run
+from training.evaluation.runs import dense_run
 from training.index import load_shards, read_index_meta
 from training.model import QueryEncoder
-from training.systems import dense_run
 
 
 def test_tiny_version_beats_random_ranking_by_a_clear_margin(tiny_version_dir):

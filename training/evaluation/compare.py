@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from training import datasets
-from training.evaluate import COLUMNS, evaluate_run, write_trec_run
+from training.bm25 import BM25Index
+from training.evaluation.metrics import COLUMNS, evaluate_run
+from training.evaluation.runs import (
+    dense_run,
+    exact_dense_run,
+    hybrid_run,
+    write_trec_run,
+)
 
 SYSTEMS = ("rnn", "bm25", "meanpool", "hybrid")
 ABLATION_DIR = "ablations/meanpool"
@@ -54,28 +59,6 @@ def resolve_version(settings, version: str | None) -> Path:
     return store.download(version)
 
 
-def _dense_run_full_corpus(model_dir: Path, queries: dict[str, str]) -> dict[str, dict[str, float]]:
-    """Exact search over the whole corpus with a model folder that has no index (the ablation)."""
-    import faiss
-
-    from training.evaluate import run_from_results
-    from training.model import QueryEncoder, encode_texts, load_model
-
-    model, tokenizer = load_model(model_dir)
-    collection = datasets.load_collection()
-    passages = encode_texts(
-        model.embedding, model.passage_tower, tokenizer, collection.texts,
-        model.config.max_passage_len, progress=True,
-    )  # fmt: skip
-    index = faiss.IndexFlatIP(passages.shape[1])
-    index.add(passages)
-    qids = list(queries)
-    scores, rows = index.search(
-        QueryEncoder.load(model_dir).encode([queries[q] for q in qids]), DEPTH
-    )
-    return run_from_results(qids, np.asarray(collection.pids)[rows], scores)
-
-
 def missing_systems(version_dir: Path, systems: list[str]) -> dict[str, str]:
     """{system: why} for the requested systems this version cannot be ranked with."""
     if "meanpool" in systems and not (Path(version_dir) / ABLATION_DIR / "weights.pt").exists():
@@ -100,8 +83,6 @@ def compare(
     missing = missing_systems(version_dir, systems)
     if missing:
         raise ValueError("; ".join(missing.values()))
-    from training.systems import dense_run, hybrid_run
-
     if not queries:
         raise ValueError("no queries to evaluate")
     runs: dict[str, dict] = {}
@@ -112,12 +93,10 @@ def compare(
         if system == "rnn":
             runs[system] = dense_run(version_dir, queries, DEPTH)
         elif system == "bm25":
-            from training.bm25 import BM25Index
-
             collection = datasets.load_collection()
             runs[system] = BM25Index.build(collection.pids, collection.texts).run(queries, DEPTH)
         elif system == "meanpool":
-            runs[system] = _dense_run_full_corpus(Path(version_dir) / ABLATION_DIR, queries)
+            runs[system] = exact_dense_run(Path(version_dir) / ABLATION_DIR, queries, DEPTH)
         else:
             runs[system] = hybrid_run(run_of("rnn"), run_of("bm25"), hybrid_weight)
         return runs[system]
