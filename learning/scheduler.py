@@ -19,7 +19,10 @@ import sys
 import threading
 import time
 
+import ray
+
 from cluster.config import REPO_ROOT, Settings, settings_env
+from cluster.metrics import loop_metrics
 from cluster.ray_connection import NAMESPACE, connect
 
 ACTOR_NAME = "reinforce-scheduler"
@@ -83,8 +86,6 @@ class Scheduler:
 def record_metrics(result: dict) -> None:
     """Export a run's outcome through Ray's metrics pipeline (cluster/metrics.py). Called in
     the long-lived actor, so the series survive the short-lived run process."""
-    from cluster.metrics import loop_metrics
-
     outcome = {"no_data": "skipped"}.get(result["status"], result["status"])
     metrics = loop_metrics()
     metrics.runs.inc(1, tags={"outcome": outcome})
@@ -103,8 +104,6 @@ def record_metrics(result: dict) -> None:
 
 def _child_settings(settings: Settings) -> Settings:
     """The actor's runs must reach the same Ray cluster the actor lives on."""
-    import ray
-
     if settings.ray_address:
         return settings
     return settings.model_copy(update={"ray_address": ray.get_runtime_context().gcs_address})
@@ -114,8 +113,6 @@ def start_scheduler(settings: Settings):
     """Start (or find) the detached scheduler actor on the connected Ray cluster.
 
     Called by ``twotower up`` after Ray is running; idempotent. Returns the actor handle."""
-    import ray
-
     connect(settings, quiet=True)
     actor_cls = ray.remote(Scheduler).options(
         name=ACTOR_NAME,
@@ -131,8 +128,6 @@ def start_scheduler(settings: Settings):
 
 def scheduler_handle(settings: Settings):
     """The running scheduler actor, or None."""
-    import ray
-
     connect(settings, quiet=True)
     try:
         return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
@@ -142,8 +137,6 @@ def scheduler_handle(settings: Settings):
 
 def stop_scheduler(settings: Settings) -> bool:
     """Stop the schedule and remove the actor; False if none was running."""
-    import ray
-
     handle = scheduler_handle(settings)
     if handle is None:
         return False

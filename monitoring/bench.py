@@ -36,12 +36,24 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import aiohttp
+import faiss
+import httpx
 import numpy as np
+import psutil
+import torch
+from rich.console import Console
+from rich.table import Table
 
+from cluster.artifacts import ArtifactStore
 from cluster.config import REPO_ROOT, Settings
 from cluster.ray_connection import connect
 from deployments.app import APP_NAME, INGRESS
+from deployments.merge import merge_topk
 from deployments.serve_control import serve_details
+from deployments.shard import LoadedShard
+from training.index import read_index_meta
+from training.model import QueryEncoder
 
 QUERY_FILES = ("queries.dev.tsv.gz", "queries.test.tsv.gz", "queries.dl19.tsv.gz")
 DATA_DIR = REPO_ROOT / "training" / "data" / "msmarco"
@@ -135,7 +147,6 @@ def summarise(
 # ---------------------------------------------------------------------- served (child process)
 async def _closed_loop(url: str, concurrency: int, total: int, max_s: float) -> Level:
     """``POST {query}`` to a ``/search`` URL, else ``GET`` (the HTTP floor's ``/healthz``)."""
-    import aiohttp
 
     queries = load_queries()
     search = url.rstrip("/").endswith("/search")
@@ -214,12 +225,6 @@ def inprocess_levels(
     version_dir: Path, levels: list[int], total: int, max_s: float, batch_size: int
 ) -> list[Level]:
     """The app's own encoder + shard code, no HTTP, no Ray, one thread per core."""
-    import faiss
-    import torch
-
-    from deployments.shard import LoadedShard
-    from training.index import read_index_meta
-    from training.model import QueryEncoder
 
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
@@ -232,7 +237,6 @@ def inprocess_levels(
 
 
 def _inprocess_level(encoder, shards, queries, concurrency, total, max_s, batch_size) -> Level:
-    from deployments.merge import merge_topk
 
     threads = min(os.cpu_count() or 1, concurrency)
     batch = min(batch_size, math.ceil(concurrency / threads))
@@ -306,7 +310,6 @@ def synthetic_corpus(n: int, dim: int, clusters: int, seed: int, spread: float =
 
 
 def faiss_normalise(x: np.ndarray) -> None:
-    import faiss
 
     faiss.normalize_L2(x)
 
@@ -320,9 +323,6 @@ def scale_test(
     queries: int = 300,
     seed: int = 7,
 ) -> ScaleResult:
-    import faiss
-
-    from deployments.merge import merge_topk
 
     faiss.omp_set_num_threads(1)
     corpus = synthetic_corpus(passages, dim, clusters=2000, seed=seed)
@@ -383,7 +383,6 @@ def scale_test(
 # ---------------------------------------------------------------------- the command
 def replica_nice(settings: Settings) -> int:
     """The niceness the app's replicas run at (the in-process bound runs at the same)."""
-    import psutil
 
     try:
         connect(settings, quiet=True)
@@ -417,10 +416,6 @@ def _in_child(func: str, payload: dict, nice: int, timeout_s: float) -> list | d
 
 def served_vs_inprocess(settings: Settings, levels: list[int], total: int, max_s: float, console):
     """Served levels (HTTP) and the in-process bound at the same levels, as one table."""
-    import httpx
-    from rich.table import Table
-
-    from cluster.artifacts import ArtifactStore
 
     health = httpx.get(f"{settings.api_base_url}/healthz", timeout=10).json()
     version = health["version"]
@@ -513,7 +508,6 @@ def main(
     scale_passages: int = 1_000_000,
     served: bool = True,
 ) -> None:
-    from rich.console import Console
 
     console = Console(width=160)
     if served:

@@ -11,19 +11,29 @@ calls.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+import ray
+
+from cluster.artifacts import ArtifactStore
 from cluster.config import Settings
 from cluster.ray_connection import connect
 from training import datasets, release
+from training.bm25 import BM25Index
+from training.evaluation.compare import ABLATION_DIR
+from training.examples import ExampleSet
 from training.index import IndexConfig
-from training.model import ModelConfig, TwoTower
-from training.train import TrainConfig
-from training.trainset import DataConfig
-from training.word2vec import Word2VecConfig
+from training.model import ModelConfig, TwoTower, save_model
+from training.teacher import TeacherCache
+from training.text import Tokenizer
+from training.train import HoldoutValidator, TrainConfig, fit_local, fit_ray, seed_everything
+from training.trainset import DataConfig, build_training_data
+from training.version import write_version
+from training.word2vec import Word2VecConfig, embedding_matrix, train_word2vec
 
 
 @dataclass
@@ -100,8 +110,6 @@ def with_overrides(profile: Profile, overrides: list[str]) -> Profile:
     index; ``ablation=false`` skips the mean-pool ablation). Values are JSON (``3``, ``0.5``,
     ``true``, ``"gru"``) or plain strings. This is how single ingredients are ablated from the
     command line; unknown sections or keys get a clear error."""
-    import json
-
     changes: dict[str, dict] = {}
     ablation = profile.ablation
     for item in overrides:
@@ -148,6 +156,23 @@ def with_overrides(profile: Profile, overrides: list[str]) -> Profile:
     )
 
 
+class Laps:
+    """Times the pipeline's steps and logs each as it ends."""
+
+    def __init__(self, name: str, log) -> None:
+        self.name, self.log = name, log
+        self.timings: dict[str, float] = {}
+        self.started = self.clock = time.time()
+
+    def __call__(self, step: str) -> None:
+        self.timings[step] = round(time.time() - self.clock, 1)
+        self.log(f"[{self.name}] {step}: {self.timings[step]}s")
+        self.clock = time.time()
+
+    def summary(self) -> dict[str, float]:
+        return {**self.timings, "total": round(time.time() - self.started, 1)}
+
+
 def build_version(
     settings: Settings,
     profile: Profile,
@@ -156,27 +181,9 @@ def build_version(
     log=print,
 ) -> dict:
     """Train ``profile`` on Ray Train and write a complete version folder; returns its metrics."""
-    from training.bm25 import BM25Index
-    from training.evaluation.compare import ABLATION_DIR
-    from training.examples import ExampleSet
-    from training.model import save_model
-    from training.teacher import TeacherCache
-    from training.text import Tokenizer
-    from training.train import HoldoutValidator, fit_local, fit_ray, seed_everything
-    from training.trainset import build_training_data
-    from training.version import write_version
-    from training.word2vec import embedding_matrix, train_word2vec
-
     seed = settings.seed
     seed_everything(seed)
-    timings: dict[str, float] = {}
-    started = clock = time.time()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        timings[name] = round(time.time() - clock, 1)
-        log(f"[{profile.name}] {name}: {timings[name]}s")
-        clock = time.time()
+    lap = Laps(profile.name, log)
 
     collection = datasets.load_collection()
     train_queries = datasets.training_queries()  # never an evaluation query
@@ -213,34 +220,39 @@ def build_version(
         # The seed's architecture, trained on the same examples with the same losses.
         ablation_cfg = ModelConfig.from_dict({**model_cfg.to_dict(), "encoder": "meanpool"})
         ablation = TwoTower(ablation_cfg, embedding_matrix(w2v, tokenizer, seed))
-        ablation_history = fit(ablation, f"{out_dir.name}-meanpool")
-        save_model(
-            out_dir / ABLATION_DIR, ablation, tokenizer,
-            {"profile": profile.name, "train": cfg.to_dict(), "history": ablation_history},
-        )  # fmt: skip
+        ablation_info = {"profile": profile.name, "train": cfg.to_dict()}
+        ablation_info["history"] = fit(ablation, f"{out_dir.name}-meanpool")
+        save_model(out_dir / ABLATION_DIR, ablation, tokenizer, ablation_info)
         lap("train_meanpool")
 
     eval_sets = {s: (datasets.load_queries(s), datasets.load_qrels(s)) for s in eval_splits}
     training_info = {
-        "profile": profile.name,
-        "overrides": list(profile.overrides),
-        "seed": seed,
+        **_provenance(settings, profile),
         "train": cfg.to_dict(),
-        "data": profile.data.to_dict(),
-        "word2vec": vars(profile.word2vec),
         "examples": data.counts,
         "teacher": teacher.meta if teacher is not None else None,
         "history": history,
-        "executor": settings.train_executor,
-        "workers": settings.train_workers if settings.train_executor == "ray" else 1,
     }
     metrics = write_version(
         out_dir, model, tokenizer, collection, profile.index, training_info, eval_sets, True
     )
     lap("index+eval")
-    metrics["timings"] = {**timings, "total": round(time.time() - started, 1)}
+    metrics["timings"] = lap.summary()
     log(f"[{profile.name}] done in {metrics['timings']['total']}s: {metrics}")
     return metrics
+
+
+def _provenance(settings: Settings, profile: Profile) -> dict:
+    """How a version was made, for its config.json: enough to train it again."""
+    return {
+        "profile": profile.name,
+        "overrides": list(profile.overrides),
+        "seed": settings.seed,
+        "data": profile.data.to_dict(),
+        "word2vec": vars(profile.word2vec),
+        "executor": settings.train_executor,
+        "workers": settings.train_workers if settings.train_executor == "ray" else 1,
+    }
 
 
 def train_and_publish(
@@ -251,10 +263,6 @@ def train_and_publish(
 ) -> str:
     """Build a version of the profile (with ``overrides``) in a temporary folder, store it,
     make it the store's LATEST unless ``publish`` is False (experiments), return its id."""
-    import json
-
-    from cluster.artifacts import ArtifactStore
-
     profile = with_overrides(get_profile(profile_name or settings.profile), overrides or [])
     store = ArtifactStore.from_settings(settings)
     started_ray = settings.train_executor == "ray" and connect(settings, start_local=True)
@@ -269,16 +277,12 @@ def train_and_publish(
             return manifest.version
     finally:
         if started_ray:
-            import ray
-
             ray.shutdown()
 
 
 def ensure_version(settings: Settings, log=print) -> str:
     """The live version. A store with none gets the shipped release (made live), or, with
     ``first_start=train`` or no release in the checkout, a freshly trained ``profile``."""
-    from cluster.artifacts import ArtifactStore
-
     store = ArtifactStore.from_settings(settings)
     live = store.latest()
     if live:

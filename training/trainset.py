@@ -76,8 +76,7 @@ def build_training_data(
     teacher: TeacherCache | None = None,
 ) -> TrainingData:
     collection = datasets.load_collection()
-    text_of = collection.text_of()
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # one stream, drawn in a fixed order: the same seed, the same data
     if cfg.teacher and teacher is None:
         teacher = TeacherCache.load()
     if cfg.bm25_negatives and bm25 is None:
@@ -92,25 +91,7 @@ def build_training_data(
     counts: dict[str, int] = {}
 
     if cfg.pairs and pairs:
-        queries = [p.query for p in pairs]
-        positives = [p.positive for p in pairs]
-        if cfg.bm25_negatives:
-            kwargs = {}
-            if cfg.teacher:
-                kwargs = dict(
-                    teacher_queries=np.stack([teacher.lookup(q) for q in queries]),
-                    teacher_positives=np.stack([teacher.lookup(p) for p in positives]),
-                    teacher_passage={
-                        pid: teacher.lookup(text)
-                        for pid, text in zip(collection.pids, collection.texts, strict=True)
-                    },
-                )
-            mined = mine_bm25_negatives(bm25, text_of, queries, positives, seed=seed, **kwargs)
-        else:
-            mined = [[] for _ in pairs]
-        for pair, negatives in zip(pairs, mined, strict=True):
-            negative = text_of[rng.choice(negatives)] if negatives else rng.choice(collection.texts)
-            examples.append(Example(pair.query, pair.positive, negative, source="pairs"))
+        examples += _pair_examples(cfg, pairs, collection, bm25, teacher, rng, seed)
         counts["pairs"] = len(pairs)
 
     if cfg.triples:
@@ -119,26 +100,57 @@ def build_training_data(
         counts["triples"] = len(triples)
 
     if cfg.ict > 0:
-        # The same seeded spans the teacher cache encoded.
-        spans = teacher.spans if teacher else inverse_cloze_spans(collection.texts, SPAN_SEED)
-        rows = rng.sample(range(len(collection)), min(cfg.ict, len(collection)))
-        # A span can repeat an evaluation query word for word (a passage that quotes the
-        # question): it is left out, never trained on.
-        evaluation = datasets.evaluation_query_texts()
-        rows = [r for r in rows if query_key(spans[r]) not in evaluation]
-        mined = np.full(len(rows), -1)
-        if cfg.ict_negatives == "teacher" and cfg.teacher:
-            span_vectors = np.stack([teacher.lookup(spans[r]) for r in rows])
-            mined = mine_teacher_negatives(
-                span_vectors, teacher.passages, np.array(rows), seed=seed
-            )
-        for row, negative_row in zip(rows, mined, strict=True):
-            if negative_row < 0:
-                negative_row = rng.randrange(len(collection))
-            negative = collection.texts[negative_row]
-            examples.append(Example(spans[row], collection.texts[row], negative, source="ict"))
-        counts["ict"] = len(rows)
+        ict = _ict_examples(cfg, collection, teacher, rng, seed)
+        examples += ict
+        counts["ict"] = len(ict)
 
     _assert_no_evaluation_queries([e.query for e in examples])
     vectors = teacher.triplet_vectors(examples) if cfg.teacher else None
     return TrainingData(examples, vectors, holdout, counts)
+
+
+def _pair_examples(cfg, pairs, collection, bm25, teacher, rng, seed) -> list[Example]:
+    """Labelled pairs, each with a mined BM25 negative (or a random passage)."""
+    text_of = collection.text_of()
+    queries = [p.query for p in pairs]
+    positives = [p.positive for p in pairs]
+    mined: list[list[int]] = [[] for _ in pairs]
+    if cfg.bm25_negatives:
+        kwargs = {}
+        if cfg.teacher:
+            kwargs = dict(
+                teacher_queries=np.stack([teacher.lookup(q) for q in queries]),
+                teacher_positives=np.stack([teacher.lookup(p) for p in positives]),
+                teacher_passage={
+                    pid: teacher.lookup(text)
+                    for pid, text in zip(collection.pids, collection.texts, strict=True)
+                },
+            )
+        mined = mine_bm25_negatives(bm25, text_of, queries, positives, seed=seed, **kwargs)
+    examples = []
+    for pair, negatives in zip(pairs, mined, strict=True):
+        negative = text_of[rng.choice(negatives)] if negatives else rng.choice(collection.texts)
+        examples.append(Example(pair.query, pair.positive, negative, source="pairs"))
+    return examples
+
+
+def _ict_examples(cfg, collection, teacher, rng, seed) -> list[Example]:
+    """Inverse-cloze examples: a span of a passage as the query, the passage as its positive."""
+    # The same seeded spans the teacher cache encoded.
+    spans = teacher.spans if teacher else inverse_cloze_spans(collection.texts, SPAN_SEED)
+    rows = rng.sample(range(len(collection)), min(cfg.ict, len(collection)))
+    # A span can repeat an evaluation query word for word (a passage that quotes the
+    # question): it is left out, never trained on.
+    evaluation = datasets.evaluation_query_texts()
+    rows = [r for r in rows if query_key(spans[r]) not in evaluation]
+    mined = np.full(len(rows), -1)
+    if cfg.ict_negatives == "teacher" and cfg.teacher:
+        span_vectors = np.stack([teacher.lookup(spans[r]) for r in rows])
+        mined = mine_teacher_negatives(span_vectors, teacher.passages, np.array(rows), seed=seed)
+    examples = []
+    for row, negative_row in zip(rows, mined, strict=True):
+        if negative_row < 0:
+            negative_row = rng.randrange(len(collection))
+        negative = collection.texts[negative_row]
+        examples.append(Example(spans[row], collection.texts[row], negative, source="ict"))
+    return examples

@@ -33,14 +33,18 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import psutil
+import psycopg
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cluster.artifacts import minio_client
 from cluster.config import Settings, get_settings, settings_env
 from cluster.haproxy import haproxy_env, serve_files_dir
 from cluster.processes import ProcessRef, port_in_use, terminate
 from cluster.servers import EmbeddedPostgres, RayHead, SeaweedS3
+from monitoring.prometheus import PrometheusServer, binary, discovery_file
+from ui.server import WebsiteServer
 
 STATE_FILE = "stack.json"
 DEFAULT_RAY_CPUS = 8  # logical CPUs, oversubscribed on purpose: Serve and Train share the cores
@@ -91,7 +95,6 @@ class Service:
 # --------------------------------------------------------------------------- the services
 def _postgres(settings: Settings) -> Service:
     if settings.postgres_dsn:
-        import psycopg
 
         def check() -> bool:
             with psycopg.connect(settings.postgres_dsn, connect_timeout=3) as conn:
@@ -122,8 +125,6 @@ def _s3(settings: Settings) -> Service:
 
 
 def _s3_reachable(settings: Settings) -> bool:
-    from cluster.artifacts import minio_client
-
     # Raises unless the server answers and the keys work. Health only: the artifact store, not
     # this check, creates the bucket.
     minio_client(settings).bucket_exists(settings.s3_bucket)
@@ -163,8 +164,6 @@ def _ray(settings: Settings) -> Service:
 def _prometheus(settings: Settings) -> list[Service]:
     """Prometheus on loopback, only where the `prometheus` binary is installed (Debian's
     package); it scrapes every Ray node through the discovery file of the Ray it watches."""
-    from monitoring.prometheus import PrometheusServer, binary, discovery_file
-
     if binary() is None:
         return []
     # An external Ray (e.g. `ray up cluster.yaml`) keeps its files in Ray's default /tmp/ray.
@@ -175,8 +174,6 @@ def _prometheus(settings: Settings) -> list[Service]:
 
 
 def _website(settings: Settings) -> list[Service]:
-    from ui.server import WebsiteServer
-
     if not settings.start_website:
         return []
     server = WebsiteServer(settings, settings.state_dir / "website")
@@ -276,6 +273,7 @@ def up(services_only: bool = False, settings: Settings | None = None) -> None:
 
 def _start_product(settings: Settings) -> None:
     """The trained model, the Serve app and the learning-loop scheduler."""
+    # Torch and Ray load only here, so `down` and `status` stay quick.
     from deployments.rollout import deploy
     from learning.scheduler import start_scheduler
     from training.pipeline import ensure_version
