@@ -323,7 +323,8 @@ def scale_test(
     queries: int = 300,
     seed: int = 7,
 ) -> ScaleResult:
-
+    """Sharded IVF search over a synthetic corpus of ``passages``: latency on one thread, as a
+    serving replica runs, and recall@10 against exact search."""
     faiss.omp_set_num_threads(1)
     corpus = synthetic_corpus(passages, dim, clusters=2000, seed=seed)
     rng = np.random.default_rng(seed + 1)
@@ -333,21 +334,43 @@ def scale_test(
     faiss_normalise(q)
 
     began = time.perf_counter()
-    bounds = np.linspace(0, passages, shards + 1).astype(int)
+    indexes = _ivf_shards(corpus, shards, nlist, nprobe, rng)
+    build_s = time.perf_counter() - began
+    latencies, found = _search_each(indexes, q)
+
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(corpus)
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    _, truth = exact.search(q, 10)
+    recall = float(
+        np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)])
+    )
+    ms = np.array(latencies) * 1000
+    p50, p99 = (round(float(np.percentile(ms, p)), 2) for p in (50, 99))
+    return ScaleResult(
+        passages, shards, dim, nlist, nprobe, round(build_s, 1), p50, p99, round(recall, 4)
+    )
+
+
+def _ivf_shards(corpus, shards: int, nlist: int, nprobe: int, rng) -> list[tuple]:
+    """[(IVF index, row offset)] over equal slices of ``corpus``."""
+    dim = corpus.shape[1]
+    bounds = np.linspace(0, len(corpus), shards + 1).astype(int)
     indexes = []
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         part = corpus[start:stop]
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = part[rng.choice(len(part), min(len(part), nlist * 40), replace=False)]
-        index.train(sample)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(part[rng.choice(len(part), min(len(part), nlist * 40), replace=False)])
         index.add(part)
         index.nprobe = nprobe
         indexes.append((index, start))
-    build_s = time.perf_counter() - began
+    return indexes
 
+
+def _search_each(indexes: list[tuple], queries) -> tuple[list[float], list[list[int]]]:
+    """One query at a time over every shard, merged as serving merges: (seconds, top-10 ids)."""
     latencies, found = [], []
-    for row in q:
+    for row in queries:
         started = time.perf_counter()
         per_shard = []
         for index, offset in indexes:
@@ -358,26 +381,7 @@ def scale_test(
         merged = merge_topk(per_shard, 10)
         latencies.append(time.perf_counter() - started)
         found.append([pid for _, pid, _ in merged])
-
-    exact = faiss.IndexFlatIP(dim)
-    exact.add(corpus)
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
-    _, truth = exact.search(q, 10)
-    recall = float(
-        np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)])
-    )
-    ms = np.array(latencies) * 1000
-    return ScaleResult(
-        passages,
-        shards,
-        dim,
-        nlist,
-        nprobe,
-        round(build_s, 1),
-        round(float(np.percentile(ms, 50)), 2),
-        round(float(np.percentile(ms, 99)), 2),
-        round(recall, 4),
-    )
+    return latencies, found
 
 
 # ---------------------------------------------------------------------- the command
@@ -416,7 +420,6 @@ def _in_child(func: str, payload: dict, nice: int, timeout_s: float) -> list | d
 
 def served_vs_inprocess(settings: Settings, levels: list[int], total: int, max_s: float, console):
     """Served levels (HTTP) and the in-process bound at the same levels, as one table."""
-
     health = httpx.get(f"{settings.api_base_url}/healthz", timeout=10).json()
     version = health["version"]
     version_dir = ArtifactStore.from_settings(settings).download(version)
@@ -445,29 +448,7 @@ def served_vs_inprocess(settings: Settings, levels: list[int], total: int, max_s
             timeout_s=len(levels) * (max_s + 60) + 120,
         )
     ]
-    table = Table(title=f"served vs in-process, version {version}")
-    columns = ["conc.", "requests", "errors", "QPS", "p50 ms", "p95 ms", "p99 ms"]
-    columns += ["idle/steal %", "CPU ms/req", "in-process QPS", "p50 ms", "idle/steal %"]
-    for column in [*columns, "CPU ms/req", "served ÷ in-process"]:
-        table.add_column(column, justify="right")
-    for s, b in zip(rows, bound, strict=True):
-        table.add_row(
-            str(s.concurrency),
-            str(s.requests),
-            str(s.errors),
-            f"{s.qps:.1f}",
-            f"{s.p50_ms:.1f}",
-            f"{s.p95_ms:.1f}",
-            f"{s.p99_ms:.1f}",
-            _share(s),
-            _cpu(s),
-            f"{b.qps:.1f}",
-            f"{b.p50_ms:.1f}",
-            _share(b),
-            _cpu(b),
-            _ratio(s.qps, b.qps),
-        )
-    console.print(table)
+    console.print(_comparison_table(version, rows, bound))
     top_i = levels.index(max(levels))  # the floor ran at the highest level
     top, top_bound = rows[top_i], bound[top_i]
     # A served search does at least a trivial request's work plus the in-process search's, so
@@ -483,6 +464,20 @@ def served_vs_inprocess(settings: Settings, levels: list[int], total: int, max_s
         f"trivial request plus the in-process search, served ÷ in-process would be at most about "
         f"{ceiling:.0%} (floor ÷ (floor + in-process))."
     )
+
+
+def _comparison_table(version: str, rows: list[Level], bound: list[Level]) -> Table:
+    table = Table(title=f"served vs in-process, version {version}")
+    columns = ["conc.", "requests", "errors", "QPS", "p50 ms", "p95 ms", "p99 ms"]
+    columns += ["idle/steal %", "CPU ms/req", "in-process QPS", "p50 ms", "idle/steal %"]
+    for column in [*columns, "CPU ms/req", "served ÷ in-process"]:
+        table.add_column(column, justify="right")
+    for s, b in zip(rows, bound, strict=True):
+        served = [str(s.concurrency), str(s.requests), str(s.errors), f"{s.qps:.1f}"]
+        served += [f"{s.p50_ms:.1f}", f"{s.p95_ms:.1f}", f"{s.p99_ms:.1f}", _share(s), _cpu(s)]
+        local = [f"{b.qps:.1f}", f"{b.p50_ms:.1f}", _share(b), _cpu(b), _ratio(s.qps, b.qps)]
+        table.add_row(*served, *local)
+    return table
 
 
 def _share(level: Level) -> str:
