@@ -26,13 +26,15 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff format --check .
 
 # The product alone for `up`; the test tools on top for `test` (a second, short install).
+# --no-compile: Python compiles what it imports on first use, instead of every file of every
+# package up front, which made the install about a minute longer (docs/results/quality.md).
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e .
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile -e .
 	touch $(STAMP)
 
 $(DEV_STAMP): $(STAMP) pyproject.toml
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
 	touch $(DEV_STAMP)
 
 # Debian's packages, installed only when missing; skipped where apt is absent.
