@@ -1,10 +1,6 @@
-"""The training loop: one step function shared by the local loop (tests, tiny versions) and the
-Ray Train workers (real versions, :func:`fit_ray` below).
-
-Loss = triplet margin (in-batch + explicit negatives)
-     + λ · next-token cross-entropy (query and passage RNNs)
-     + α · similarity distillation from the cached teacher vectors (when the examples carry them)
-     + β · embedding distillation: each tower's vector towards the teacher's (needs dim = 384)
+"""Training a TwoTower: the configuration, the objective it builds, the optimizer and its
+schedule, and one epoch loop (:func:`train_model`) shared by in-process training (tests, tiny
+versions: :func:`fit_local`) and the Ray Train workers (real versions: :func:`fit_ray`).
 """
 
 from __future__ import annotations
@@ -12,22 +8,28 @@ from __future__ import annotations
 import json
 import math
 import random
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from training.examples import Batch, ExampleSet, collate, epoch_batches, worker_rows
+from cluster.artifacts import ArtifactStore
+from training.examples import ExampleSet, collate, epoch_batches
 from training.losses import (
-    embedding_distillation_loss,
-    next_token_loss,
-    similarity_distillation_loss,
-    triplet_margin_loss,
+    EmbeddingDistillationLoss,
+    NextTokenLoss,
+    SimilarityDistillationLoss,
+    TripletMarginLoss,
 )
 from training.model import TwoTower
+from training.objective import TrainingObjective
 
 
 @dataclass
@@ -100,88 +102,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class TrainingObjective(nn.Module):
-    """Wraps a TwoTower so one ``forward`` computes every loss (DDP syncs through forward).
+def build_objective(
+    model: TwoTower, cfg: TrainConfig, rank: int = 0, world: int = 1
+) -> TrainingObjective:
+    """The losses ``cfg`` asks for, each with its hyperparameters and weight:
 
-    Under DDP (``world`` > 1) every worker collates the same global batch, encodes only its
-    :func:`worker_rows` of it, and gathers the other workers' passage vectors (with their
-    gradients), so each query still meets the whole global batch as in-batch negatives and
-    distillation candidates. DDP's gradient average then equals one process training on the
-    global batch: N workers take the same steps as one.
+    loss = triplet margin (in-batch + explicit negatives)
+         + λ · next-token cross-entropy (query and passage RNNs)
+         + α · similarity distillation from the cached teacher vectors
+         + β · embedding distillation: each tower's vector towards the teacher's (same dim)
+
+    A loss whose weight is 0 is not built. Under DDP each worker samples its share of the
+    next-token positions, so the global batch samples as many as one process does.
     """
-
-    def __init__(self, model: TwoTower, cfg: TrainConfig, rank: int = 0, world: int = 1):
-        super().__init__()
-        self.model = model
-        self.cfg = cfg
-        self.rank, self.world = rank, world
-
-    @staticmethod
-    def _rows(ids: torch.Tensor, lengths: torch.Tensor, mine: slice):
-        """This worker's rows, without the padding columns only other rows needed."""
-        ids, lengths = ids[mine], lengths[mine]
-        return ids[:, : int(lengths.max())], lengths
-
-    def _gather(self, mine: torch.Tensor, total: int) -> torch.Tensor:
-        """Every worker's rows of a global batch, in order; gradients flow back to their owner."""
-        if self.world == 1:
-            return mine
-        import torch.distributed.nn.functional as distributed
-
-        width = -(-total // self.world)
-        parts = distributed.all_gather(nn.functional.pad(mine, (0, 0, 0, width - len(mine))))
-        shares = [worker_rows(total, r, self.world) for r in range(self.world)]
-        return torch.cat([part[: s.stop - s.start] for part, s in zip(parts, shares, strict=True)])
-
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg, model = self.cfg, self.model
-        total = len(batch.weights)
-        mine = worker_rows(total, self.rank, self.world)
-        q_ids, q_lengths = self._rows(batch.q_ids, batch.q_lengths, mine)
-        p_ids, p_lengths = self._rows(batch.p_ids, batch.p_lengths, mine)
-        q, q_states = model.encode("query", q_ids, q_lengths)
-        p_mine, p_states = model.encode("passage", p_ids, p_lengths)
-        n_mine, _ = model.encode("passage", *self._rows(batch.n_ids, batch.n_lengths, mine))
-        p, n = self._gather(p_mine, total), self._gather(n_mine, total)
-        parts = {
-            "triplet": triplet_margin_loss(
-                q, p, n, cfg.margin, cfg.in_batch, batch.same_passage[mine],
-                batch.weights[mine], offset=mine.start,
-                explicit_weight=cfg.explicit_negative_weight,
-            )
-        }  # fmt: skip
-        total_loss = parts["triplet"]
-        if cfg.next_token_weight > 0 and q_states is not None:
-            positions = max(1, cfg.next_token_positions // self.world)
-            parts["next_token"] = 0.5 * (
-                next_token_loss(
-                    model.query_tower.next_token_head, q_states, q_ids, q_lengths, positions
-                )
-                + next_token_loss(
-                    model.passage_tower.next_token_head, p_states, p_ids, p_lengths, positions
-                )
-            )  # fmt: skip
-            total_loss = total_loss + cfg.next_token_weight * parts["next_token"]
-        if batch.teacher is not None:
-            teacher = batch.teacher.float()
-            if cfg.distill_weight > 0:
-                parts["distill"] = similarity_distillation_loss(
-                    q,
-                    torch.cat([p, n]),
-                    teacher[mine, 0],
-                    torch.cat([teacher[:, 1], teacher[:, 2]]),
-                    cfg.distill_temperature,
-                    cfg.distill_temperature,
-                )
-                total_loss = total_loss + cfg.distill_weight * parts["distill"]
-            if cfg.embed_distill_weight > 0:
-                parts["embed_distill"] = embedding_distillation_loss(
-                    torch.cat([q, p_mine, n_mine]),
-                    torch.cat([teacher[mine, 0], teacher[mine, 1], teacher[mine, 2]]),
-                )
-                total_loss = total_loss + cfg.embed_distill_weight * parts["embed_distill"]
-        parts["total"] = total_loss
-        return parts
+    configured = [
+        (1.0, partial(TripletMarginLoss, cfg.margin, cfg.in_batch, cfg.explicit_negative_weight)),
+        (cfg.next_token_weight, partial(NextTokenLoss, max(1, cfg.next_token_positions // world))),
+        (
+            cfg.distill_weight,
+            partial(SimilarityDistillationLoss, cfg.distill_temperature, cfg.distill_temperature),
+        ),
+        (cfg.embed_distill_weight, EmbeddingDistillationLoss),
+    ]
+    losses = [(make(), weight) for weight, make in configured if weight > 0]
+    return TrainingObjective(model, losses, rank, world)
 
 
 def freeze_for(model: TwoTower, cfg: TrainConfig) -> None:
@@ -233,8 +177,6 @@ def train_epoch(
     objective.train()
     batches = epoch_batches(len(examples), cfg.batch_size, epoch, cfg.seed)
     if progress:
-        from tqdm import tqdm
-
         # Redrawn every 2 s, not per batch: on Ray each redraw is a log line the driver relays,
         # and relaying one per batch costs the driver CPU that training needs.
         batches = tqdm(
@@ -257,6 +199,63 @@ def train_epoch(
     return {name: total / len(batches) for name, total in sums.items()}
 
 
+def _global_means(losses: dict[str, float], world: int) -> dict[str, float]:
+    """Each DDP worker measured its own rows: the global batch's means are their average."""
+    names = sorted(losses)
+    values = torch.tensor([losses[k] for k in names], dtype=torch.float64)
+    torch.distributed.all_reduce(values)
+    return dict(zip(names, (values / world).tolist(), strict=True))
+
+
+def _format(record: dict) -> str:
+    return " ".join(
+        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+    )
+
+
+def train_model(
+    model: TwoTower,
+    examples: ExampleSet,
+    cfg: TrainConfig,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+    validate: Callable[[TwoTower], dict[str, float]] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+    after_epoch: Callable[[list[dict]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Set up and run every epoch, in one process or as DDP worker ``rank`` of ``world``.
+
+    ``wrap`` wraps the objective for DDP; ``after_epoch`` receives the history so far after each
+    epoch (the Ray workers checkpoint and report there). Returns one record per epoch.
+    """
+    seed_everything(cfg.seed + rank)  # identical weights everywhere, distinct dropout masks
+    freeze_for(model, cfg)
+    objective = build_objective(model, cfg, rank, world)
+    if wrap is not None:
+        objective = wrap(objective)
+    optimizer = make_optimizer(model, cfg)
+    steps = cfg.epochs * len(epoch_batches(len(examples), cfg.batch_size, 0, cfg.seed))
+    scheduler = make_scheduler(optimizer, cfg, steps)
+    history = []
+    for epoch in range(cfg.epochs):
+        started = time.time()
+        losses = train_epoch(objective, optimizer, scheduler, examples, cfg, epoch, progress)
+        record = {"epoch": epoch + 1, **(_global_means(losses, world) if world > 1 else losses)}
+        if validate is not None:
+            model.eval()
+            record.update({f"val_{k}": v for k, v in validate(model).items()})
+        record["seconds"] = round(time.time() - started, 2)
+        log(_format(record))
+        history.append(record)
+        if after_epoch is not None:
+            after_epoch(history)
+    model.eval()
+    return history
+
+
 def fit_local(
     model: TwoTower,
     examples: ExampleSet,
@@ -266,31 +265,7 @@ def fit_local(
     log: Callable[[str], None] = print,
 ) -> list[dict[str, float]]:
     """Train in this process (tiny versions, tests). Returns one record per epoch."""
-    seed_everything(cfg.seed)
-    freeze_for(model, cfg)
-    objective = TrainingObjective(model, cfg)
-    optimizer = make_optimizer(model, cfg)
-    steps = cfg.epochs * len(epoch_batches(len(examples), cfg.batch_size, 0, cfg.seed))
-    scheduler = make_scheduler(optimizer, cfg, steps)
-    history = []
-    for epoch in range(cfg.epochs):
-        started = time.time()
-        record = {
-            "epoch": epoch + 1,
-            **train_epoch(objective, optimizer, scheduler, examples, cfg, epoch, progress=progress),
-        }
-        if validate is not None:
-            model.eval()
-            record.update({f"val_{k}": v for k, v in validate(model).items()})
-        record["seconds"] = round(time.time() - started, 2)
-        log(
-            " ".join(
-                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
-            )
-        )
-        history.append(record)
-    model.eval()
-    return history
+    return train_model(model, examples, cfg, validate=validate, progress=progress, log=log)
 
 
 # --------------------------------------------------------------------------- validation
@@ -329,10 +304,8 @@ class HoldoutValidator:
 
 # --------------------------------------------------------------------------- Ray Train
 def _ray_worker(config: dict) -> None:
-    """train_loop_per_worker: DDP over Ray Train workers, data sharded by rank."""
-    import tempfile
-    from pathlib import Path
-
+    """train_loop_per_worker: DDP over Ray Train workers, each on its rows of every batch."""
+    # Ray only on the Ray path: in-process training and its tests never start or import it.
     import ray
     import ray.train
     import ray.train.torch
@@ -344,52 +317,40 @@ def _ray_worker(config: dict) -> None:
     examples: ExampleSet = ray.get(config["examples"])
     model = TwoTower(config["model_cfg"])
     model.load_state_dict(ray.get(config["initial_state"]))
-    seed_everything(cfg.seed + rank)  # identical weights everywhere, distinct dropout masks
-    freeze_for(model, cfg)
-    objective = ray.train.torch.prepare_model(
-        TrainingObjective(model, cfg, rank, world),
-        parallel_strategy_kwargs={"find_unused_parameters": True},
-    )
-    optimizer = make_optimizer(model, cfg)
-    steps = cfg.epochs * len(epoch_batches(len(examples), cfg.batch_size, 0, cfg.seed))
-    scheduler = make_scheduler(optimizer, cfg, steps)
-    validate = ray.get(config["validator"]) if config["validator"] is not None else None
-    history = []
-    for epoch in range(cfg.epochs):
-        started = time.time()
-        losses = train_epoch(
-            objective, optimizer, scheduler, examples, cfg, epoch, progress=rank == 0
+    validator = config["validator"]
+
+    def prepare(objective: nn.Module) -> nn.Module:
+        return ray.train.torch.prepare_model(
+            objective, parallel_strategy_kwargs={"find_unused_parameters": True}
         )
-        if world > 1:  # each worker measured its own rows: report the global batch's means
-            names = sorted(losses)
-            values = torch.tensor([losses[k] for k in names], dtype=torch.float64)
-            torch.distributed.all_reduce(values)
-            losses = dict(zip(names, (values / world).tolist(), strict=True))
-        metrics = {"epoch": epoch + 1, **losses}
-        checkpoint = None
+
+    def report(history: list[dict]) -> None:
+        """Rank 0 checkpoints the weights and the history so far; every worker reports."""
         with tempfile.TemporaryDirectory() as folder:
+            checkpoint = None
             if rank == 0:
-                if validate is not None:
-                    metrics.update({f"val_{k}": v for k, v in validate(model).items()})
                 torch.save(model.state_dict(), Path(folder) / "weights.pt")
-                checkpoint = ray.train.Checkpoint.from_directory(folder)
-            metrics["seconds"] = round(time.time() - started, 1)
-            if rank == 0:
-                history.append(metrics)
                 (Path(folder) / "history.json").write_text(json.dumps(history))
-                print(
-                    "epoch "
-                    + " ".join(
-                        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in metrics.items()
-                    ),
-                    flush=True,
-                )
-            ray.train.report(metrics, checkpoint=checkpoint)
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(history[-1], checkpoint=checkpoint)
+
+    train_model(
+        model,
+        examples,
+        cfg,
+        rank=rank,
+        world=world,
+        wrap=prepare,
+        validate=ray.get(validator) if validator is not None and rank == 0 else None,
+        progress=rank == 0,
+        log=(lambda line: print(f"epoch {line}", flush=True)) if rank == 0 else lambda line: None,
+        after_epoch=report,
+    )
 
 
 def s3_filesystem(settings):
     """pyarrow S3 filesystem on the artifact store's endpoint, for Ray Train's storage."""
+    # Only Ray Train's storage needs pyarrow's filesystem layer.
     import pyarrow.fs
 
     return pyarrow.fs.S3FileSystem(
@@ -415,17 +376,13 @@ def fit_ray(
     Checkpoints go to ``s3://<bucket>/ray-train/<run_name>`` in the artifact store; the final
     weights are loaded back into ``model``. Returns one metrics record per epoch.
     """
-    import tempfile
-    from pathlib import Path
-
+    # Ray only on the Ray path: in-process training and its tests never import it.
     import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
         raise RuntimeError("fit_ray needs a connected Ray (cluster.ray_connection.connect)")
-    from cluster.artifacts import ArtifactStore
-
     workers = settings.train_workers
     if min(cfg.batch_size, len(examples)) < workers:
         raise ValueError(
