@@ -25,12 +25,13 @@ from cluster.ray_connection import connect
 from training import datasets, release
 from training.bm25 import BM25Index
 from training.evaluation.compare import ABLATION_DIR
+from training.evaluation.holdout import HoldoutValidator
 from training.examples import ExampleSet
 from training.index import IndexConfig
 from training.model import ModelConfig, TwoTower, save_model
 from training.teacher import TeacherCache
 from training.text import Tokenizer
-from training.train import HoldoutValidator, TrainConfig, fit_local, fit_ray, seed_everything
+from training.train import TrainConfig, fit_local, fit_ray, seed_everything
 from training.trainset import DataConfig, build_training_data
 from training.version import write_version
 from training.word2vec import Word2VecConfig, embedding_matrix, train_word2vec

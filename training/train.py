@@ -268,40 +268,6 @@ def fit_local(
     return train_model(model, examples, cfg, validate=validate, progress=progress, log=log)
 
 
-# --------------------------------------------------------------------------- validation
-class HoldoutValidator:
-    """MRR@10 / R@10 of held-out labelled pairs, each positive ranked among the other held-out
-    positives plus a fixed random pool of corpus passages. Cheap enough to run every epoch, and
-    it never touches dev or DL19."""
-
-    def __init__(self, queries, positives, pool_texts, tokenizer, cfg):
-        self.tokenizer, self.cfg = tokenizer, cfg
-        self.queries, self.candidates = list(queries), list(positives) + list(pool_texts)
-
-    def __call__(self, model: TwoTower) -> dict[str, float]:
-        from training.model import encode_texts
-
-        model.eval()
-        cfg = model.config
-        q = encode_texts(
-            model.embedding, model.query_tower, self.tokenizer, self.queries, cfg.max_query_len
-        )
-        p = encode_texts(
-            model.embedding,
-            model.passage_tower,
-            self.tokenizer,
-            self.candidates,
-            cfg.max_passage_len,
-        )
-        scores = q @ p.T
-        own = scores[np.arange(len(q)), np.arange(len(q))]
-        ranks = 1 + (scores > own[:, None]).sum(1)
-        return {
-            "mrr10": float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0))),
-            "r10": float(np.mean(ranks <= 10)),
-        }
-
-
 # --------------------------------------------------------------------------- Ray Train
 def _ray_worker(config: dict) -> None:
     """train_loop_per_worker: DDP over Ray Train workers, each on its rows of every batch."""
@@ -367,7 +333,7 @@ def fit_ray(
     model: TwoTower,
     examples: ExampleSet,
     cfg: TrainConfig,
-    validator: HoldoutValidator | None = None,
+    validator: Callable[[TwoTower], dict[str, float]] | None = None,
     run_name: str | None = None,
     threads_per_worker: int = 1,
 ) -> list[dict]:

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from training.evaluation.holdout import HoldoutValidator
 from training.examples import Example, ExampleSet
 from training.model import ModelConfig, TwoTower
 from training.text import Tokenizer
-from training.train import HoldoutValidator, TrainConfig, fit_local, fit_ray
+from training.train import TrainConfig, fit_local, fit_ray
 
 WORDS = "red green blue fox dog cat sea sky sun moon tree rock river hill road town".split()
 
