@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.artifacts import ArtifactStore
 from cluster.config import get_settings
-from cluster.logstore import FeedbackRecord, LogStore, ResultItem, SearchRecord
+from cluster.logstore import FeedbackRecord, LogReader, LogWriter, ResultItem, SearchRecord
 from cluster.metrics import serving_metrics
 from deployments.merge import Hit, fuse_hits, merge_topk
 from training.fusion import FUSION_DEPTH
@@ -167,7 +167,8 @@ class SearchIngress:
         self.in_flight: Counter[str] = Counter()
         self.recent: OrderedDict[str, dict[int, int]] = OrderedDict()
         self.manifests: dict[str, dict] = {}
-        self.logs = LogStore(self.settings)
+        self.log_writer = LogWriter(self.settings)  # searches and feedback, never blocking
+        self.log_reader = LogReader(self.settings)  # feedback lookups and /runs
         self.store = ArtifactStore.from_settings(self.settings)
         self.metrics = serving_metrics()
         self.batch_wait_s = self.settings.ingress_batch_wait_s
@@ -224,7 +225,7 @@ class SearchIngress:
         ]
         latency_ms = (time.perf_counter() - started) * 1000
         self._remember(str(search_id), {r.pid: r.rank for r in results})
-        self.logs.log_search(
+        self.log_writer.log_search(
             SearchRecord(
                 id=search_id,
                 session_id=body.session_id,
@@ -302,7 +303,7 @@ class SearchIngress:
             raise HTTPException(
                 422, f"pid {body.pid} was not among the results of search {body.search_id}"
             )
-        self.logs.log_feedback(
+        self.log_writer.log_feedback(
             FeedbackRecord(
                 search_id=body.search_id, pid=body.pid, kind=body.kind, rank=shown[body.pid]
             )
@@ -318,7 +319,7 @@ class SearchIngress:
         deadline = time.monotonic() + FEEDBACK_LOOKUP_WAIT_S
         while True:
             try:
-                record = await asyncio.to_thread(self.logs.get_search, search_id)
+                record = await asyncio.to_thread(self.log_reader.get_search, search_id)
             except Exception:  # PostgreSQL unreachable
                 log.warning("feedback: log store unreachable for search %s", search_id)
                 return None
@@ -378,7 +379,7 @@ class SearchIngress:
         if not 1 <= limit <= 200:
             raise HTTPException(422, "limit must be between 1 and 200")
         try:
-            rows = await asyncio.to_thread(self.logs.list_runs, limit)
+            rows = await asyncio.to_thread(self.log_reader.list_runs, limit)
         except Exception as err:
             raise HTTPException(503, f"log store unavailable: {type(err).__name__}") from err
         return jsonable_encoder({"runs": rows})

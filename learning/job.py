@@ -80,13 +80,13 @@ def run_once(
     ``deployments.rollout.rollout``; tests swap them to build a bad model or to run without
     a Serve app."""
     from cluster.artifacts import ArtifactStore
-    from cluster.logstore import LogStore
+    from cluster.logstore import LogReader
 
     started = time.monotonic()
     with run_lock(settings) as held:
         if not held:
             return RunResult("skipped", "another learning-loop run holds the lock")
-        logs = LogStore(settings)
+        logs = LogReader(settings)  # runs and watermark; never the ingress's disk buffer
         store = ArtifactStore.from_settings(settings)
         try:
             result = _run_locked(settings, logs, store, force, build_candidate, roll_out)

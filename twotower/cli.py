@@ -290,9 +290,9 @@ def reinforce(
         else:
             typer.echo("scheduler stopped" if stop_scheduler(settings) else "no scheduler")
         return
-    from cluster.logstore import LogStore
+    from cluster.logstore import LogReader
 
-    logs = LogStore(settings)
+    logs = LogReader(settings)
     try:
         for run in logs.list_runs(limit=10):
             typer.echo(json.dumps(run, default=str))

@@ -19,7 +19,7 @@ import httpx
 import psycopg
 
 from cluster.config import Settings
-from cluster.logstore import LogStore
+from cluster.logstore import LogReader
 from learning.splits import dev_split
 from training.datasets import load_qrels
 
@@ -123,7 +123,7 @@ def run_sessions(
 
 def _feedback_watermark(settings: Settings) -> int | None:
     try:
-        with LogStore(settings) as logs:
+        with LogReader(settings) as logs:
             return logs.latest_feedback_id()
     except psycopg.Error:  # PostgreSQL down: the sessions still run, nothing waits for it
         return None
@@ -137,7 +137,7 @@ def wait_until_logged(
     gathers records for up to 50 ms), so a learning-loop run started right after the sessions
     would otherwise miss the last clicks until its next run."""
     deadline = time.monotonic() + timeout_s
-    with LogStore(settings) as logs:
+    with LogReader(settings) as logs:
         while True:
             rows = logs.feedback_since(watermark)
             if sum(r["session_id"] in sessions for r in rows) >= clicks:

@@ -1,12 +1,23 @@
 """The PostgreSQL log store: what people searched, what they clicked, and learning-loop runs.
 
-logs = LogStore(settings)          # pool + migrations; PostgreSQL may even be down
-logs.log_search(SearchRecord(query=..., results=[ResultItem(pid=..., rank=1, score=...)]))
-logs.log_feedback(FeedbackRecord(search_id=..., pid=..., kind="click"))
-logs.feedback_since(watermark)     # rows joined with their search, for the learning loop
+Two sides sharing one schema (migrate.py) and one set of records (records.py):
+
+writer = LogWriter(settings)          # the ingress: a thread, a pool and the disk buffer
+writer.log_search(SearchRecord(query=..., results=[ResultItem(pid=..., rank=1, score=...)]))
+writer.log_feedback(FeedbackRecord(search_id=..., pid=..., kind="click"))
+reader = LogReader(settings)          # everyone else: one connection, no thread, no buffer
+reader.feedback_since(watermark)      # rows joined with their search, for the learning loop
 """
 
+from cluster.logstore.reader import LogReader
 from cluster.logstore.records import FEEDBACK_KINDS, FeedbackRecord, ResultItem, SearchRecord
-from cluster.logstore.store import LogStore
+from cluster.logstore.writer import LogWriter
 
-__all__ = ["FEEDBACK_KINDS", "FeedbackRecord", "LogStore", "ResultItem", "SearchRecord"]
+__all__ = [
+    "FEEDBACK_KINDS",
+    "FeedbackRecord",
+    "LogReader",
+    "LogWriter",
+    "ResultItem",
+    "SearchRecord",
+]

@@ -3,6 +3,9 @@
 Each file runs once, inside one transaction, and is recorded in `schema_migrations`. A
 transaction-scoped advisory lock serialises concurrent starters (several Serve replicas, the
 CLI), so running the migrations twice, or from two processes at once, is harmless.
+
+The log writer and the log reader both get the schema through `Schema`, and agree on
+`FEEDBACK_LOCK` here, next to the tables it guards.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ import psycopg
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x7477_6F74  # "twot": an arbitrary, project-wide advisory lock key
+# Feedback ids come from a sequence, and two transactions can commit out of id order. Feedback
+# writers hold this lock shared for their transaction and `LogReader.feedback_since` takes it
+# exclusively for its read, so a later read never finds a new row below its watermark.
+FEEDBACK_LOCK = 0x7477_6662
 FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -58,3 +65,19 @@ def apply_migrations(conn: psycopg.Connection, folder: Path = MIGRATIONS_DIR) ->
             )
             applied_now.append(migration.version)
     return applied_now
+
+
+class Schema:
+    """Applies the migrations on its owner's first working connection, then never again.
+
+    Writer and reader may both start while PostgreSQL is down, so neither can count on doing
+    it in ``__init__``: each calls ``ensure`` before it uses a connection.
+    """
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def ensure(self, conn: psycopg.Connection) -> None:
+        if not self.ready:
+            apply_migrations(conn)
+            self.ready = True

@@ -1,5 +1,5 @@
-"""Real rows: searches and feedback written through the LogStore into PostgreSQL, read back
-with `feedback_since`, turned into triplets."""
+"""Real rows: searches and feedback written through the LogWriter into PostgreSQL, read back
+with `LogReader.feedback_since`, turned into triplets."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cluster.logstore import FeedbackRecord, LogStore, ResultItem, SearchRecord
+from cluster.logstore import FeedbackRecord, LogReader, LogWriter, ResultItem, SearchRecord
 from learning.events import events_from_rows, shown_pids
 from learning.triplets import TripletConfig, build_log_data
 
 
 @pytest.fixture
-def logs(settings):
-    store = LogStore(settings)
-    yield store
-    store.close()
+def writer(settings):
+    with LogWriter(settings) as logs:
+        yield logs
+
+
+@pytest.fixture
+def reader(settings):
+    with LogReader(settings) as logs:
+        yield logs
 
 
 def log_search(logs, query, pids, *, session, at):
@@ -31,32 +36,32 @@ def log_search(logs, query, pids, *, session, at):
     return record.id
 
 
-def test_rows_from_postgres_become_triplets(logs):
-    start = logs.latest_feedback_id()
+def test_rows_from_postgres_become_triplets(writer, reader):
+    start = reader.latest_feedback_id()
     t0 = datetime.now(UTC)
     tag = uuid.uuid4().hex[:8]
-    human = log_search(logs, f"cheap flights {tag}", [11, 12, 13, 14], session=tag, at=t0)
-    logs.log_feedback(
+    human = log_search(writer, f"cheap flights {tag}", [11, 12, 13, 14], session=tag, at=t0)
+    writer.log_feedback(
         FeedbackRecord(search_id=human, pid=13, kind="click", created_at=t0 + timedelta(seconds=3))
     )
-    logs.log_feedback(
+    writer.log_feedback(
         FeedbackRecord(search_id=human, pid=13, kind="click", created_at=t0 + timedelta(seconds=4))
     )
-    logs.log_feedback(
+    writer.log_feedback(
         FeedbackRecord(
             search_id=human, pid=14, kind="not_relevant", created_at=t0 + timedelta(seconds=6)
         )
     )
-    bot = log_search(logs, f"bot query {tag}", [21, 22, 23, 24, 25], session=f"bot-{tag}", at=t0)
+    bot = log_search(writer, f"bot query {tag}", [21, 22, 23, 24, 25], session=f"bot-{tag}", at=t0)
     for i, pid in enumerate((21, 22, 23, 24, 25)):  # clicks on everything it was shown
-        logs.log_feedback(
+        writer.log_feedback(
             FeedbackRecord(
                 search_id=bot, pid=pid, kind="click", created_at=t0 + timedelta(seconds=2 + 2 * i)
             )
         )
-    assert logs.flush(timeout=30)
+    assert writer.flush(timeout=30)
 
-    rows = logs.feedback_since(start)
+    rows = reader.feedback_since(start)
     assert len(rows) == 8
     events = events_from_rows(rows)
     assert events[0].shown == (11, 12, 13, 14)

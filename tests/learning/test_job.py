@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from cluster.artifacts import ArtifactStore
-from cluster.logstore import FeedbackRecord, LogStore, ResultItem, SearchRecord
+from cluster.logstore import FeedbackRecord, LogReader, LogWriter, ResultItem, SearchRecord
 from learning.job import run_once
 from learning.splits import dev_split
 from training.datasets import load_qrels
@@ -45,7 +45,7 @@ def log_sessions(settings, version_dir: Path, sessions: int, seed: int) -> int:
     top = dense_ranking(version_dir, chosen, k=10)
     t0 = datetime.now(UTC) - timedelta(hours=1)
     events = 0
-    with LogStore(settings) as logs:
+    with LogWriter(settings) as logs:
         for i, (sid, query) in enumerate(chosen.items()):
             at = t0 + timedelta(seconds=60 * i)
             search = SearchRecord(
@@ -79,7 +79,7 @@ def loop(tiny_version, ray_local):
     store = ArtifactStore.from_settings(settings)
     directory = store.download(version)  # our own copy: the shared fixture folder may be rebuilt
     store.set_latest(version)
-    with LogStore(settings) as logs:
+    with LogReader(settings) as logs:
         logs.mark_stale_runs("left by an earlier test")
         logs.set_watermark(logs.latest_feedback_id())
     yield settings, store, version, directory
@@ -87,7 +87,7 @@ def loop(tiny_version, ray_local):
 
 
 def watermark(settings) -> int:
-    with LogStore(settings) as logs:
+    with LogReader(settings) as logs:
         return logs.get_watermark()
 
 
@@ -137,7 +137,7 @@ def test_feedback_becomes_a_published_version_and_events_are_used_once(loop):
     assert set(manifest.metrics) >= {"dev", "dl19", "dev_heldout", "dev_untrained"}
     assert any(f.startswith("index/shard-") for f in manifest.files)
     assert watermark(settings) == result.watermark_to
-    with LogStore(settings) as logs:
+    with LogReader(settings) as logs:
         row = logs.get_run(result.run_id)
     assert row["status"] == "published" and row["candidate_version"] == result.candidate
     assert row["finished_at"] is not None and row["metrics"]["candidate"]["dev"]
@@ -199,19 +199,19 @@ def test_a_killed_run_publishes_nothing_and_the_next_run_recovers(loop, tmp_path
     assert store.latest() == base
     assert set(store.list_versions()) == before_versions
     assert watermark(settings) == before
-    with LogStore(settings) as logs:
+    with LogReader(settings) as logs:
         assert logs.get_run(run["id"])["status"] == "running"  # nobody closed it
 
     result = run_once(settings, force=True, roll_out=no_serving)
     assert result.status == "published", result.reason
     assert result.watermark_from == before and result.events_used == events
-    with LogStore(settings) as logs:
+    with LogReader(settings) as logs:
         assert logs.get_run(run["id"])["status"] == "crashed"
 
 
 def _wait_for_running_run(settings, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
-    with LogStore(settings) as logs:
+    with LogReader(settings) as logs:
         while time.monotonic() < deadline:
             runs = [r for r in logs.list_runs(limit=5) if r["status"] == "running"]
             if runs:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from cluster.artifacts import ArtifactStore
-from cluster.logstore import LogStore
+from cluster.logstore import LogReader
 from deployments.rollout import rollout
 from learning.job import run_once
 from twotower.simulate import ClickModel, run_sessions, wait_until_serving
@@ -21,7 +21,7 @@ def test_clicks_through_the_api_become_the_served_version(serving, tiny_version,
     # rule is tested in test_reinforce_gate.py and rejection in test_reinforce_job.py).
     settings = serving.model_copy(update={"gate_tolerance": 1.0})
     rollout(settings, base)  # earlier tests may have moved LATEST
-    with LogStore(settings) as logs:
+    with LogReader(settings) as logs:
         logs.set_watermark(logs.latest_feedback_id())
 
     stats = run_sessions(

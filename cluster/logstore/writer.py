@@ -1,6 +1,6 @@
-"""The log store: searches and feedback in PostgreSQL, written without ever holding up a search.
+"""The ingress's log writer: searches and feedback into PostgreSQL, never holding up a search.
 
-Writes (`log_search`, `log_feedback`) only put the record on an in-memory queue. One background
+`log_search` and `log_feedback` only put the record on an in-memory queue. One background
 thread writes the queue to PostgreSQL in batches; while PostgreSQL is unreachable it appends
 the records to the on-disk buffer instead, and keeps appending there (to preserve order: a
 search is always written before its feedback) until the buffer has been drained into the
@@ -8,12 +8,8 @@ database. Inserts are `ON CONFLICT DO NOTHING` on client-made UUIDs, so a replay
 written once. A record the database refuses for its content (for example feedback for a search
 that never existed) goes to `rejected.jsonl` in the buffer folder and is counted.
 
-Reads raise psycopg errors when PostgreSQL is down: they serve batch jobs, not searches.
-
-Watermark consistency: feedback ids come from a sequence, and two transactions can commit out
-of id order. Feedback writers hold a shared advisory lock for their transaction and
-`feedback_since` takes it exclusively for its read, so every row it returns was committed
-before any row with a higher id, and a later read never finds a new row below its watermark.
+Only processes that log (the ingress, a test feeding the loop) make one: it owns a thread, a
+pool and the disk buffer, which it drains. Everything else reads through `LogReader`.
 """
 
 from __future__ import annotations
@@ -24,24 +20,18 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cluster.config import Settings
 from cluster.logstore.buffer import DiskBuffer
-from cluster.logstore.migrate import apply_migrations
-from cluster.logstore.records import FeedbackRecord, ResultItem, SearchRecord
+from cluster.logstore.migrate import FEEDBACK_LOCK, Schema
+from cluster.logstore.records import FeedbackRecord, SearchRecord
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_LOCK = 0x7477_6662  # advisory lock key: feedback writers (shared) vs readers (exclusive)
-DEFAULT_LOOP = "reinforce"
 QUEUE_LIMIT = 10_000  # records held in memory before the caller's thread spills them to disk
 BATCH = 256
 # The writer gathers records for up to this long after the first one, so a busy ingress writes
@@ -70,15 +60,6 @@ VALUES (%(event_id)s::uuid, %(search_id)s::uuid, %(pid)s,
         %(kind)s, %(created_at)s::timestamptz)
 ON CONFLICT (event_id) DO NOTHING
 """
-FEEDBACK_SINCE = """
-SELECT f.id, f.event_id, f.search_id, f.pid, f.rank, f.kind, f.created_at,
-       s.session_id, s.query, s.model_version, s.mode, s.latency_ms, s.results,
-       s.created_at AS searched_at
-  FROM feedback f JOIN searches s ON s.id = f.search_id
- WHERE f.id > %(watermark)s
- ORDER BY f.id
- LIMIT %(limit)s
-"""
 
 
 def _search_row(record: SearchRecord) -> dict:
@@ -91,7 +72,7 @@ def _feedback_row(record: FeedbackRecord) -> dict:
     return {"type": "feedback", **record.model_dump(mode="json")}
 
 
-class LogStore:
+class LogWriter:
     def __init__(self, settings: Settings, *, buffer_dir: Path | None = None):
         self.settings = settings
         self.pool = ConnectionPool(
@@ -101,16 +82,16 @@ class LogStore:
             timeout=5,
             open=True,  # without waiting: PostgreSQL may be down, searches must still be served
             check=ConnectionPool.check_connection,
-            kwargs={"connect_timeout": 3, "application_name": "twotower-logstore"},
-            name="twotower-logstore",
+            kwargs={"connect_timeout": 3, "application_name": "twotower-logwriter"},
+            name="twotower-logwriter",
         )
         self.buffer = DiskBuffer(buffer_dir or settings.buffer_dir, settings.log_buffer_max_bytes)
         self.rejected_path = self.buffer.folder / "rejected.jsonl"
+        self.schema = Schema()
         self.written = 0
         self.transactions = 0
         self.rejected = 0
         self._queue: queue.Queue[dict] = queue.Queue(maxsize=QUEUE_LIMIT)
-        self._migrated = False
         self._retry_at = 0.0
         self._retry_delay = RETRY_MIN_S
         self._stop = threading.Event()
@@ -121,11 +102,13 @@ class LogStore:
         self._writer = threading.Thread(target=self._run, name="logstore-writer", daemon=True)
         self._writer.start()
 
-    # ------------------------------------------------------------------ writing (never raises)
+    # ------------------------------------------------------------------ the caller's side
     def log_search(self, record: SearchRecord) -> None:
+        """Never raises, never blocks (see the module docstring)."""
         self._enqueue(record, _search_row)
 
     def log_feedback(self, record: FeedbackRecord) -> None:
+        """Never raises, never blocks; a missing `rank` is looked up from the search."""
         self._enqueue(record, _feedback_row)
 
     def _enqueue(self, record, to_row) -> None:
@@ -170,7 +153,7 @@ class LogStore:
         self.buffer.close()
         self.pool.close()
 
-    def __enter__(self) -> LogStore:
+    def __enter__(self) -> LogWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -278,118 +261,6 @@ class LogStore:
             f.write(json.dumps({"error": str(err).strip(), "record": row}) + "\n")
 
     def _ensure_schema(self) -> None:
-        if self._migrated:
-            return
-        with self.pool.connection(timeout=WRITE_WAIT_S) as conn:
-            apply_migrations(conn)
-        self._migrated = True
-
-    # ------------------------------------------------------------------ reading
-    def _conn(self):
-        self._ensure_schema()
-        return self.pool.connection()
-
-    def get_search(self, search_id: uuid.UUID | str) -> SearchRecord | None:
-        with self._conn() as conn:
-            row = (
-                conn.cursor(row_factory=dict_row)
-                .execute(
-                    "SELECT id, created_at, session_id, query, model_version, mode,"
-                    " latency_ms, results FROM searches WHERE id = %s::uuid",
-                    (str(search_id),),
-                )
-                .fetchone()
-            )
-        if row is None:
-            return None
-        row["results"] = [ResultItem(**r) for r in row["results"]]
-        return SearchRecord.model_construct(**row)
-
-    def feedback_since(self, watermark: int, limit: int | None = None) -> list[dict[str, Any]]:
-        """Feedback with id > watermark, oldest first, each joined with its search."""
-        with self._conn() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEEDBACK_LOCK,))
-            cur = conn.cursor(row_factory=dict_row)
-            return cur.execute(FEEDBACK_SINCE, {"watermark": watermark, "limit": limit}).fetchall()
-
-    def latest_feedback_id(self) -> int:
-        with self._conn() as conn:
-            return conn.execute("SELECT coalesce(max(id), 0) FROM feedback").fetchone()[0]
-
-    # -- the learning loop's runs and watermark
-    def start_run(
-        self, parent_version: str | None = None, watermark_from: int | None = None
-    ) -> int:
-        with self._conn() as conn:
-            return conn.execute(
-                "INSERT INTO reinforce_runs (parent_version, watermark_from)"
-                " VALUES (%s, %s) RETURNING id",
-                (parent_version, watermark_from),
-            ).fetchone()[0]
-
-    def finish_run(
-        self,
-        run_id: int,
-        status: str,
-        *,
-        reason: str | None = None,
-        candidate_version: str | None = None,
-        metrics: dict | None = None,
-        events_used: int | None = None,
-        watermark_to: int | None = None,
-        loop: str = DEFAULT_LOOP,
-    ) -> None:
-        """Close a run; with `watermark_to`, advance the loop's watermark in the same commit."""
-        with self._conn() as conn, conn.transaction():
-            updated = conn.execute(
-                "UPDATE reinforce_runs SET finished_at = now(), status = %s, reason = %s,"
-                " candidate_version = %s, metrics = %s, events_used = %s, watermark_to = %s"
-                " WHERE id = %s",
-                (status, reason, candidate_version, Jsonb(metrics or {}), events_used,
-                 watermark_to, run_id),
-            ).rowcount  # fmt: skip
-            if updated != 1:
-                raise LookupError(f"no learning-loop run with id {run_id}")
-            if watermark_to is not None:
-                self._set_watermark(conn, watermark_to, loop)
-
-    def mark_stale_runs(self, reason: str) -> int:
-        """Runs still 'running' (their process died) become 'crashed'; returns how many."""
-        with self._conn() as conn:
-            return conn.execute(
-                "UPDATE reinforce_runs SET status = 'crashed', finished_at = now(), reason = %s"
-                " WHERE status = 'running'",
-                (reason,),
-            ).rowcount
-
-    def get_run(self, run_id: int) -> dict[str, Any] | None:
-        with self._conn() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            return cur.execute("SELECT * FROM reinforce_runs WHERE id = %s", (run_id,)).fetchone()
-
-    def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The most recent runs, newest first."""
-        with self._conn() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            return cur.execute(
-                "SELECT * FROM reinforce_runs ORDER BY started_at DESC, id DESC LIMIT %s", (limit,)
-            ).fetchall()
-
-    def get_watermark(self, loop: str = DEFAULT_LOOP) -> int:
-        with self._conn() as conn:
-            row = conn.execute(
-                "SELECT watermark FROM loop_state WHERE name = %s", (loop,)
-            ).fetchone()
-        return row[0] if row else 0
-
-    def set_watermark(self, watermark: int, loop: str = DEFAULT_LOOP) -> None:
-        with self._conn() as conn:
-            self._set_watermark(conn, watermark, loop)
-
-    @staticmethod
-    def _set_watermark(conn: psycopg.Connection, watermark: int, loop: str) -> None:
-        conn.execute(
-            "INSERT INTO loop_state (name, watermark) VALUES (%s, %s)"
-            " ON CONFLICT (name) DO UPDATE SET watermark = EXCLUDED.watermark, updated_at = now()",
-            (loop, watermark),
-        )
+        if not self.schema.ready:
+            with self.pool.connection(timeout=WRITE_WAIT_S) as conn:
+                self.schema.ensure(conn)

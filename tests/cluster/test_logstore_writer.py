@@ -1,24 +1,29 @@
-"""The log store against a real PostgreSQL, including a real outage in the middle of writes."""
+"""The log writer against a real PostgreSQL, including a real outage in the middle of writes;
+what it wrote is read back through a `LogReader`."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
 import psycopg
 import pytest
 
-from cluster.logstore import FeedbackRecord, LogStore, ResultItem, SearchRecord
+from cluster.logstore import FeedbackRecord, LogReader, LogWriter, ResultItem, SearchRecord
 from cluster.logstore.buffer import DiskBuffer
-from cluster.logstore.migrate import apply_migrations, discover
 
 
 @pytest.fixture
-def logs(settings, tmp_path):
-    store = LogStore(settings, buffer_dir=tmp_path / "buffer")
-    yield store
-    store.close()
+def writer(settings, tmp_path):
+    logs = LogWriter(settings, buffer_dir=tmp_path / "buffer")
+    yield logs
+    logs.close()
+
+
+@pytest.fixture
+def reader(settings):
+    with LogReader(settings) as logs:
+        yield logs
 
 
 def a_search(session: str, query: str = "what is a two tower model", n: int = 3) -> SearchRecord:
@@ -33,116 +38,63 @@ def count(settings, sql: str, *params) -> int:
         return conn.execute(sql, params).fetchone()[0]
 
 
-def test_write_and_read_back(logs, settings):
+def test_write_and_read_back(writer, reader, settings):
     session = uuid.uuid4().hex
     search = a_search(session)
-    watermark = logs.latest_feedback_id()
-    logs.log_search(search)
+    watermark = reader.latest_feedback_id()
+    writer.log_search(search)
     click = FeedbackRecord(search_id=search.id, pid=101, kind="click")
-    logs.log_feedback(click)
-    logs.log_feedback(FeedbackRecord(search_id=search.id, pid=102, kind="relevant", rank=3))
-    logs.log_search(search)  # a replay of the same record is ignored
-    logs.log_feedback(click)
-    assert logs.flush(30)
+    writer.log_feedback(click)
+    writer.log_feedback(FeedbackRecord(search_id=search.id, pid=102, kind="relevant", rank=3))
+    writer.log_search(search)  # a replay of the same record is ignored
+    writer.log_feedback(click)
+    assert writer.flush(30)
 
-    stored = logs.get_search(search.id)
+    stored = reader.get_search(search.id)
     assert stored.query == search.query and stored.session_id == session
     assert stored.results == search.results and stored.created_at == search.created_at
-    assert logs.get_search(uuid.uuid4()) is None
+    assert reader.get_search(uuid.uuid4()) is None
 
-    rows = [r for r in logs.feedback_since(watermark) if r["session_id"] == session]
+    rows = [r for r in reader.feedback_since(watermark) if r["session_id"] == session]
     assert [(r["pid"], r["rank"], r["kind"]) for r in rows] == [
         (101, 2, "click"),  # rank looked up from the results the search showed
         (102, 3, "relevant"),
     ]
     assert rows[0]["query"] == search.query and rows[0]["searched_at"] == search.created_at
     assert rows[0]["results"][0] == {"pid": 100, "rank": 1, "score": 1.0}
-    later = [r["event_id"] for r in logs.feedback_since(rows[0]["id"])]
+    later = [r["event_id"] for r in reader.feedback_since(rows[0]["id"])]
     assert rows[0]["event_id"] not in later and rows[1]["event_id"] in later
     assert count(settings, "SELECT count(*) FROM searches WHERE session_id = %s", session) == 1
 
 
-def test_a_steady_trickle_of_searches_is_written_in_few_transactions(logs):
+def test_a_steady_trickle_of_searches_is_written_in_few_transactions(writer):
     """Searches arrive one at a time under load (one every 2 ms is 500 per second); the writer
     gathers them for GATHER_S instead of paying a transaction for each few."""
-    before = logs.stats()
+    before = writer.stats()
     for _ in range(60):
-        logs.log_search(a_search(uuid.uuid4().hex))
+        writer.log_search(a_search(uuid.uuid4().hex))
         time.sleep(0.002)
-    assert logs.flush(30)
-    after = logs.stats()
+    assert writer.flush(30)
+    after = writer.stats()
     assert after["written"] - before["written"] == 60
     transactions = after["transactions"] - before["transactions"]
     assert 1 <= transactions <= 20, f"60 searches over >= 120 ms took {transactions} transactions"
 
 
-def test_feedback_for_an_unknown_search_is_rejected_not_retried(logs):
+def test_feedback_for_an_unknown_search_is_rejected_not_retried(writer, reader):
     session = uuid.uuid4().hex
     good = a_search(session)
-    logs.log_search(good)
-    logs.log_feedback(FeedbackRecord(search_id=uuid.uuid4(), pid=1, kind="click"))
-    logs.log_feedback(FeedbackRecord(search_id=good.id, pid=100, kind="click"))
-    logs.log_search(None)  # not a record: logged as an error, never raised into a search
-    assert logs.flush(30)
-    assert logs.stats()["rejected"] == 1
-    assert "search_id" in logs.rejected_path.read_text()
-    assert logs.get_search(good.id) is not None
+    writer.log_search(good)
+    writer.log_feedback(FeedbackRecord(search_id=uuid.uuid4(), pid=1, kind="click"))
+    writer.log_feedback(FeedbackRecord(search_id=good.id, pid=100, kind="click"))
+    writer.log_search(None)  # not a record: logged as an error, never raised into a search
+    assert writer.flush(30)
+    assert writer.stats()["rejected"] == 1
+    assert "search_id" in writer.rejected_path.read_text()
+    assert reader.get_search(good.id) is not None
 
 
-def test_migrations_run_twice_and_from_two_processes_at_once(postgres):
-    database = f"mig_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{database}"')
-    dsn = postgres.dsn.rsplit("/", 1)[0] + "/" + database
-    applied: list[list[int]] = []
-    barrier = threading.Barrier(2)
-
-    def migrate():
-        with psycopg.connect(dsn) as conn:
-            barrier.wait()
-            applied.append(apply_migrations(conn))
-
-    threads = [threading.Thread(target=migrate) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    every = [m.version for m in discover()]
-    assert sorted(applied) == [[], every]  # one connection applied them all, the other none
-    with psycopg.connect(dsn) as conn:
-        assert apply_migrations(conn) == []  # a third run is a no-op
-        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
-        assert versions == every
-        conn.execute("SELECT id, event_id, search_id FROM feedback LIMIT 0")
-
-
-def test_runs_and_watermark(logs):
-    loop = f"test-{uuid.uuid4().hex[:8]}"
-    assert logs.get_watermark(loop) == 0
-    run = logs.start_run(parent_version="v1", watermark_from=0)
-    assert logs.get_run(run)["status"] == "running"
-    logs.finish_run(
-        run, "published", reason="better", candidate_version="v2", metrics={"mrr": 0.3},
-        events_used=7, watermark_to=42, loop=loop,
-    )  # fmt: skip
-    finished = logs.get_run(run)
-    assert finished["status"] == "published" and finished["metrics"] == {"mrr": 0.3}
-    assert finished["finished_at"] is not None and finished["watermark_to"] == 42
-    assert logs.get_watermark(loop) == 42
-    assert logs.list_runs(limit=1)[0]["id"] == run
-
-    stale = logs.start_run(parent_version="v2", watermark_from=42)
-    assert logs.mark_stale_runs("crashed") >= 1
-    assert logs.get_run(stale)["status"] == "crashed"
-    logs.finish_run(stale, "failed", loop=loop)  # no watermark_to: the watermark stays
-    assert logs.get_watermark(loop) == 42
-    logs.set_watermark(50, loop)
-    assert logs.get_watermark(loop) == 50
-    with pytest.raises(LookupError):
-        logs.finish_run(10**12, "failed")
-
-
-def test_hostile_text_is_refused_clearly_or_stored_safely(logs, settings):
+def test_hostile_text_is_refused_clearly_or_stored_safely(writer, reader, settings):
     session = uuid.uuid4().hex
     long_query = "x" * 10_000
     injection = "'); DROP TABLE searches; -- \\ % %s $1 \" `"
@@ -151,9 +103,9 @@ def test_hostile_text_is_refused_clearly_or_stored_safely(logs, settings):
 
     records = [a_search(session, q) for q in (long_query, injection, nul, broken_utf8)]
     for record in records:
-        logs.log_search(record)
-    assert logs.flush(30)
-    stored = [logs.get_search(r.id).query for r in records]
+        writer.log_search(record)
+    assert writer.flush(30)
+    stored = [reader.get_search(r.id).query for r in records]
     assert stored[0] == long_query
     assert stored[1] == injection
     assert stored[2] == "before\ufffdafter"  # PostgreSQL text cannot hold NUL
@@ -188,7 +140,7 @@ def test_postgres_outage_mid_stream_loses_and_duplicates_nothing(postgres, setti
     """Stop PostgreSQL while a stream of searches and clicks is being logged, restart it, and
     count: every record arrives exactly once."""
     session = uuid.uuid4().hex
-    logs = LogStore(settings, buffer_dir=tmp_path / "buffer")
+    logs = LogWriter(settings, buffer_dir=tmp_path / "buffer")
     sent = 0
     slowest_call = 0.0
 
@@ -248,7 +200,7 @@ def test_records_buffered_by_a_closed_process_are_delivered_by_the_next(
     session = uuid.uuid4().hex
     postgres.stop()
     try:
-        first = LogStore(settings, buffer_dir=tmp_path / "buffer")  # starts while PG is down
+        first = LogWriter(settings, buffer_dir=tmp_path / "buffer")  # starts while PG is down
         records = [a_search(session, f"q{i}") for i in range(20)]
         for record in records:
             first.log_search(record)
@@ -256,6 +208,6 @@ def test_records_buffered_by_a_closed_process_are_delivered_by_the_next(
         assert any(first.buffer.folder.glob("seg-*.jsonl"))
     finally:
         postgres.start()
-    with LogStore(settings, buffer_dir=tmp_path / "buffer") as second:
+    with LogWriter(settings, buffer_dir=tmp_path / "buffer") as second:
         assert second.flush(60)
     assert count(settings, "SELECT count(*) FROM searches WHERE session_id = %s", session) == 20
