@@ -27,11 +27,14 @@ from cluster.config import Settings
 from cluster.ray_connection import connect
 from learning.triplets import LogData
 from training import datasets
+from training.bm25 import BM25Index
 from training.examples import Example, ExampleSet
 from training.index import IndexConfig, load_shards, read_index_meta
 from training.model import encode_texts, load_model, read_config
+from training.teacher import TeacherCache
 from training.text import query_key
-from training.train import TrainConfig
+from training.train import TrainConfig, fit_ray
+from training.version import write_version
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,6 @@ def teacher_vectors(parent_dir: Path, examples: list[Example]) -> np.ndarray | N
     out: a logged query usually is, its clicked passage is not)."""
     if not read_config(parent_dir).get("training", {}).get("data", {}).get("teacher"):
         return None
-    from training.teacher import TeacherCache
 
     return TeacherCache.load().triplet_vectors(examples)
 
@@ -122,7 +124,6 @@ def bm25_miner(collection: datasets.Collection, seed: int, depth: int = 10):
     that is not a known positive, seeded by (seed, query) so the same logs give the same
     negatives whatever order their events arrived in (concurrent users interleave). The index
     is built on first use only."""
-    from training.bm25 import BM25Index
 
     index: list[BM25Index] = []
 
@@ -147,9 +148,6 @@ def fine_tune_from_logs(settings: Settings, live_dir: Path, data: LogData, out: 
 
 def fine_tune(settings: Settings, live_dir: Path, feedback: list[Example], out: Path) -> Path:
     """The fine-tune itself, on any taught examples (the logs' triplets, or an oracle's)."""
-
-    from training.train import fit_ray
-    from training.version import write_version
 
     started = time.time()
     model, tokenizer = load_model(live_dir)

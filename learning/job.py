@@ -24,9 +24,17 @@ from pathlib import Path
 
 import psycopg
 
+from cluster.artifacts import ArtifactStore
 from cluster.config import Settings
+from cluster.logstore import LogReader
+from deployments.rollout import rollout
+from learning.evaluation import evaluate_for_gate, untrained_dev
+from learning.events import events_from_rows
+from learning.finetune import bm25_miner, fine_tune_from_logs, parent_collection
 from learning.gate import GateDecision, decide
+from learning.splits import untrainable_queries
 from learning.triplets import LogData, TripletConfig, build_log_data
+from training.datasets import load_queries
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +87,6 @@ def run_once(
     ``build_candidate`` and ``roll_out`` default to the real fine-tune and
     ``deployments.rollout.rollout``; tests swap them to build a bad model or to run without
     a Serve app."""
-    from cluster.artifacts import ArtifactStore
-    from cluster.logstore import LogReader
 
     started = time.monotonic()
     with run_lock(settings) as held:
@@ -127,11 +133,6 @@ def _run_locked(settings, logs, store, force, build_candidate, roll_out) -> RunR
 def _train_and_gate(
     settings, logs, store, rows, result: RunResult, build_candidate, roll_out
 ) -> None:
-    from learning.evaluation import evaluate_for_gate, untrained_dev
-    from learning.events import events_from_rows
-    from learning.finetune import bm25_miner, parent_collection
-    from learning.splits import untrainable_queries
-    from training.datasets import load_queries
 
     live_dir = store.download(result.parent)
     data = build_log_data(
@@ -183,9 +184,7 @@ def _train_and_gate(
 
 def _publish(settings: Settings, store, result: RunResult, roll_out) -> None:
     """Move LATEST, then switch serving; put LATEST back if the switch fails."""
-    if roll_out is None:
-        from deployments.rollout import rollout as roll_out
-
+    roll_out = roll_out or rollout
     store.set_latest(result.candidate)
     try:
         roll_out(settings, result.candidate)
@@ -252,6 +251,5 @@ def _row_id(row) -> int:
 def fine_tune_candidate(settings: Settings, live_dir: Path, data: LogData, out: Path) -> Path:
     """The production candidate builder: Ray Train fine-tune from the live version on the
     log triplets mixed with replay of the original training data, index rebuilt."""
-    from learning.finetune import fine_tune_from_logs
 
     return fine_tune_from_logs(settings, live_dir, data, out)
