@@ -124,7 +124,6 @@ def bm25_miner(collection: datasets.Collection, seed: int, depth: int = 10):
     that is not a known positive, seeded by (seed, query) so the same logs give the same
     negatives whatever order their events arrived in (concurrent users interleave). The index
     is built on first use only."""
-
     index: list[BM25Index] = []
 
     def mine(query: str, positives: set[int]) -> int | None:
@@ -148,7 +147,6 @@ def fine_tune_from_logs(settings: Settings, live_dir: Path, data: LogData, out: 
 
 def fine_tune(settings: Settings, live_dir: Path, feedback: list[Example], out: Path) -> Path:
     """The fine-tune itself, on any taught examples (the logs' triplets, or an oracle's)."""
-
     started = time.time()
     model, tokenizer = load_model(live_dir)
     collection = parent_collection(live_dir)

@@ -87,7 +87,6 @@ def run_once(
     ``build_candidate`` and ``roll_out`` default to the real fine-tune and
     ``deployments.rollout.rollout``; tests swap them to build a bad model or to run without
     a Serve app."""
-
     started = time.monotonic()
     with run_lock(settings) as held:
         if not held:
@@ -251,5 +250,4 @@ def _row_id(row) -> int:
 def fine_tune_candidate(settings: Settings, live_dir: Path, data: LogData, out: Path) -> Path:
     """The production candidate builder: Ray Train fine-tune from the live version on the
     log triplets mixed with replay of the original training data, index rebuilt."""
-
     return fine_tune_from_logs(settings, live_dir, data, out)

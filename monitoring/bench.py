@@ -147,7 +147,6 @@ def summarise(
 # ---------------------------------------------------------------------- served (child process)
 async def _closed_loop(url: str, concurrency: int, total: int, max_s: float) -> Level:
     """``POST {query}`` to a ``/search`` URL, else ``GET`` (the HTTP floor's ``/healthz``)."""
-
     queries = load_queries()
     search = url.rstrip("/").endswith("/search")
     latencies: list[float] = []
@@ -225,7 +224,6 @@ def inprocess_levels(
     version_dir: Path, levels: list[int], total: int, max_s: float, batch_size: int
 ) -> list[Level]:
     """The app's own encoder + shard code, no HTTP, no Ray, one thread per core."""
-
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     encoder = QueryEncoder.load(version_dir)
@@ -387,7 +385,6 @@ def _search_each(indexes: list[tuple], queries) -> tuple[list[float], list[list[
 # ---------------------------------------------------------------------- the command
 def replica_nice(settings: Settings) -> int:
     """The niceness the app's replicas run at (the in-process bound runs at the same)."""
-
     try:
         connect(settings, quiet=True)
         details = serve_details()
