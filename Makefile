@@ -27,7 +27,7 @@ lint: $(DEV_STAMP)
 
 # The product alone for `up`; the test tools on top for `test` (a second, short install).
 # --no-compile: Python compiles what it imports on first use, instead of every file of every
-# package up front, which made the install about a minute longer (docs/results/quality.md).
+# package up front, which made the install longer (docs/results/first-run.md).
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile -e .
