@@ -12,7 +12,7 @@ import pytest
 from cluster.artifacts import ArtifactStore
 from training import datasets
 from training.evaluation.metrics import evaluate_run
-from training.evaluation.runs import dense_run
+from training.evaluation.runs import dense_ranking, dense_run
 from training.model import QueryEncoder
 from training.pipeline import ensure_version
 from training.release import (
@@ -89,6 +89,9 @@ def test_an_empty_store_gets_the_release_live_and_it_ranks_as_shipped(settings, 
     # It encodes like any version: unit vectors, a botulism query nearest botulism passages.
     vector = QueryEncoder.load(version_dir).encode(["what causes botulism"])
     assert vector.shape == (1, 384) and abs(float((vector**2).sum()) - 1) < 1e-4
+    top = dense_ranking(version_dir, {"q": "what causes botulism"}, k=2)["q"]
+    text_of = datasets.load_collection().text_of()
+    assert all("botulism" in text_of[pid].lower() for pid in top), top
 
     again = ensure_version(own, log=lambda _: None)  # a second start imports nothing
     assert again == release["version"] and store.list_versions() == [release["version"]]
