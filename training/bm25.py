@@ -3,12 +3,11 @@ the hard-negative miner and the lexical half of the hybrid.
 
 ``k1``/``b`` are tuned on the dev queries with :func:`tune` (the baseline is BM25 tuned on
 dev, so its dev numbers are slightly optimistic; DL19 is untouched by tuning). The tuned values
-are the defaults below; ``python -m training.bm25`` re-runs the grid.
+are the defaults below; ``python -m experiments.bm25_grid`` re-runs the grid.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ import Stemmer
 
 from training.text import normalise
 
-# The best dev MRR@10 of `python -m training.bm25` (docs/results/quality.md, "BM25 tuned on dev").
+# The best dev MRR@10 of `python -m experiments.bm25_grid` (docs/results/quality.md, "BM25
+# tuned on dev").
 TUNED_K1, TUNED_B = 0.9, 0.75
 
 
@@ -108,25 +108,3 @@ class BM25Index:
         cfg = BM25Config(k1=params["k1"], b=params["b"], method=params["method"])
         retriever = bm25s.BM25.load(str(directory))
         return cls(retriever, np.load(directory / "pids.npy"), cfg)
-
-
-def tune(
-    k1_grid=(0.6, 0.9, 1.2, 1.5), b_grid=(0.3, 0.4, 0.6, 0.75), split: str = "dev"
-) -> list[dict]:
-    """Grid search on a labelled evaluation split; returns rows sorted best first."""
-    from training import datasets
-    from training.evaluation.metrics import evaluate_run
-
-    collection = datasets.load_collection()
-    queries, qrels = datasets.load_queries(split), datasets.load_qrels(split)
-    tokens = analyse(collection.texts, show_progress=True)
-    rows = []
-    for k1, b in itertools.product(k1_grid, b_grid):
-        index = BM25Index.from_tokens(collection.pids, tokens, BM25Config(k1=k1, b=b))
-        rows.append({"k1": k1, "b": b, **evaluate_run(index.run(queries), qrels)})
-        print(json.dumps(rows[-1]), flush=True)
-    return sorted(rows, key=lambda r: -r["MRR@10"])
-
-
-if __name__ == "__main__":
-    print("best:", json.dumps(tune()[0]))
