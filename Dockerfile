@@ -35,9 +35,12 @@ RUN pip install --no-deps -e . \
 
 USER twotower
 # Production: every secret comes from the environment (see .env.example); state under /data.
+# Ray from this image wants its token (RAY_AUTH_TOKEN) from every node and driver: a Ray
+# started without one refuses to start rather than run open.
 ENV TWOTOWER_MODE=production \
     TWOTOWER_STATE_DIR=/data \
-    TWOTOWER_HOST=0.0.0.0
+    TWOTOWER_HOST=0.0.0.0 \
+    RAY_AUTH_MODE=token
 VOLUME ["/data"]
 EXPOSE 8000 8265 8501 8080 6379
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,10 +62,20 @@ class Settings(BaseSettings):
     serve_haproxy: bool = True
     haproxy_stats_port: int = 8404
     haproxy_metrics_port: int = 9101
+    # HAProxy's patience (cluster/haproxy.py writes them into Serve's config): a client gets
+    # this long to send its request headers, and a connection this long of silence, before it
+    # is dropped (Serve's template holds one for an hour); a replica silent for
+    # haproxy_timeout_server_s is an error (504), not a hang. Above Serve's own request limit
+    # (serve_request_timeout_s), so Serve answers first whenever it still can.
+    haproxy_timeout_http_request_s: int = Field(default=10, gt=0)
+    haproxy_timeout_client_s: int = Field(default=60, gt=0)
+    haproxy_timeout_server_s: int = Field(default=40, gt=0)
     num_shards: int = 2
-    shard_replicas: int = 1
-    encoder_min_replicas: int = 1
-    encoder_max_replicas: int = 2
+    # Two replicas of everything on a search's path, so one crashed replica is no outage: the
+    # ingress retries a failed call once, and Serve routes it to the surviving replica.
+    shard_replicas: int = 2
+    encoder_min_replicas: int = 2
+    encoder_max_replicas: int = 3
     encoder_target_ongoing_requests: float = 2.0  # in-flight *batches* per encoder replica
     encoder_upscale_delay_s: float = 10.0  # Serve autoscaler: sustained load before adding
     encoder_downscale_delay_s: float = 60.0  # ... and sustained calm before removing a replica
@@ -74,7 +85,7 @@ class Settings(BaseSettings):
     # its last forward pass ran (no window of its own: waiting twice only added latency).
     ingress_batch_wait_s: float = 0.012
     encoder_batch_wait_s: float = 0.0
-    ingress_replicas: int = 1
+    ingress_replicas: int = 2
     shard_resource_prefix: str = ""  # "shard-" = shard i needs custom resource "shard-i"
     max_ongoing_requests: int = 256
     max_query_chars: int = 512
@@ -84,6 +95,26 @@ class Settings(BaseSettings):
     # dev (docs/results/quality.md). A request may still ask for the other.
     default_mode: Literal["dense", "hybrid"] = "hybrid"
     pinned_version: str | None = None  # None = follow the store's `latest` pointer
+    # Request hygiene in the ingress itself (nginx has its own limits, but the API is also
+    # reached without it): larger bodies get 413, deeper or longer-numbered JSON gets 400.
+    max_body_bytes: int = 64 * 1024
+    max_json_depth: int = 32
+    max_json_number_chars: int = 32  # characters of one JSON number literal
+    # Feedback rate limits (token buckets per ingress replica; 429 beyond): one client, and one
+    # session, may not flood the clicks the learning loop trains on.
+    feedback_client_rate_per_s: float = 10.0
+    feedback_client_burst: int = 40
+    feedback_session_rate_per_s: float = 2.0
+    feedback_session_burst: int = 10
+    # The header a trusted front door sets to the client's address (nginx: X-Real-IP); "" =
+    # the peer address. Only trust it where clients cannot reach the API around that door.
+    client_ip_header: str = "x-real-ip"
+    # Time limits that turn a down or hung service into a fast 503 instead of a hang: one S3
+    # or PostgreSQL call from the ingress, one encoder or shard call, and Serve's own limit
+    # for a whole HTTP request (a last resort above the others).
+    dependency_timeout_s: float = 2.0
+    backend_timeout_s: float = 5.0
+    serve_request_timeout_s: float = 30.0
 
     # --- Website and monitoring.
     ui_port: int = 8501
@@ -165,8 +196,14 @@ class Settings(BaseSettings):
     # Derived values: computed, never stored twice.
     @property
     def dsn(self) -> str:
-        return self.postgres_dsn or (
-            f"postgresql://postgres@{self.host}:{self.postgres_port}/twotower"
+        """The configured DSN, else the embedded server's app role (a plain role that owns the
+        `twotower` database), whose password libpq reads from the password file the server
+        writes into <state_dir>/secrets/ (cluster/servers.py, EmbeddedPostgres.app_dsn)."""
+        if self.postgres_dsn:
+            return self.postgres_dsn
+        passfile = quote(str(self.state_dir.resolve() / "secrets" / "postgres-app.pgpass"))
+        return (
+            f"postgresql://twotower@{self.host}:{self.postgres_port}/twotower?passfile={passfile}"
         )
 
     @property

@@ -1,15 +1,19 @@
-"""Serve's HAProxy front door (``serve_haproxy``), kept on the stack's host.
+"""Serve's HAProxy front door (``serve_haproxy``), kept on the stack's host and locked down.
 
 With ``RAY_SERVE_ENABLE_HA_PROXY=1`` Serve renders an HAProxy configuration and runs HAProxy on
 ``serve_port`` in front of the ingress replicas' own HTTP servers (and
 ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` adds gRPC between replicas). Its template also binds a
 stats page (``bind *:8404``, no password) and a Prometheus endpoint (``bind :9101``) on every
-interface, with no setting for the address. Serve does let an operator name the HAProxy binary
-(``RAY_SERVE_HAPROXY_BINARY_PATH``), and it only talks to HAProxy through a unix admin socket,
-so the stack names a small wrapper that rewrites those wildcard ``bind`` lines to the stack's
-host (and the admin socket's mode from 666 to 600: only Serve, running as the same user, needs
-it) and then runs the real binary. Its ports are settings, so two stacks on one machine do not
-collide on them either.
+interface, with no setting for the address; it makes the admin socket (and Serve the metrics
+socket) mode 666; and it holds a silent client for an hour (``timeout client 3600s``), waits
+for request headers and for a silent replica forever. Serve does let an operator name the
+HAProxy binary (``RAY_SERVE_HAPROXY_BINARY_PATH``), and it only talks to HAProxy through its
+unix sockets, so the stack names a small wrapper that edits the rendered configuration with
+``rewrite.sed`` before it runs the real binary: wildcard ``bind`` lines move to the stack's
+host, the admin socket becomes 600, and the ``defaults`` section gets the timeouts of the
+settings (``haproxy_timeout_*``). The wrapper also closes the folder of the configuration and
+sockets (700) and the sockets already in it (600): only Serve, running as the same user,
+talks to them. Its ports are settings, so two stacks on one machine do not collide on them.
 
 Serve keeps HAProxy's configuration, sockets and server state in ``/tmp/haproxy-serve/<node
 id>/`` and never removes them, so every Ray start left one more folder there. The stack points
@@ -28,14 +32,31 @@ from pathlib import Path
 from cluster.config import Settings
 
 WRAPPER = """#!/bin/sh
-# Written by cluster/haproxy.py: Serve's HAProxy, with its wildcard binds moved to {host}.
+# Written by cluster/haproxy.py: Serve's HAProxy, its configuration edited by rewrite.sed first.
 config=""; previous=""
 for arg in "$@"; do [ "$previous" = "-f" ] && config="$arg"; previous="$arg"; done
 if [ -n "$config" ]; then
-    sed -i -E -e 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1{host}:\\2/' \\
-        -e 's/^([[:space:]]*stats socket .* mode )666/\\1600/' "$config"
+    sed -i -E -f {sed_file} "$config"
+    folder=$(dirname "$config")
+    case "$folder" in {files}/*)  # only the stack's own folders, never e.g. /tmp
+        chmod 700 "$folder"
+        for socket in "$folder"/*; do [ -S "$socket" ] && chmod 600 "$socket"; done
+    esac
 fi
 exec {binary} "$@"
+"""
+
+# Wildcard binds to the host; the admin socket to 600; in `defaults`, Serve's client, server and
+# header timeouts replaced by ours (Serve renders no per-backend ones).
+REWRITE = """s/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1{host}:\\2/
+s/^([[:space:]]*stats socket .* mode )666/\\1600/
+/^defaults/,/^[^[:space:]]/{{
+    /^[[:space:]]*timeout (client|server|http-request)[[:space:]]/d
+}}
+/^defaults/a\\
+    timeout http-request {http_request}s\\
+    timeout client {client}s\\
+    timeout server {server}s
 """
 
 
@@ -54,10 +75,23 @@ def haproxy_binary() -> str:
         return found
 
 
-def write_wrapper(folder: Path, host: str, binary: str) -> Path:
+def write_wrapper(folder: Path, settings: Settings, binary: str) -> Path:
+    """The wrapper Serve runs as HAProxy, and its sed program, in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
+    sed_file = folder / "rewrite.sed"
+    sed_file.write_text(
+        REWRITE.format(
+            host=settings.host,
+            http_request=settings.haproxy_timeout_http_request_s,
+            client=settings.haproxy_timeout_client_s,
+            server=settings.haproxy_timeout_server_s,
+        )
+    )
     wrapper = folder / "haproxy"
-    wrapper.write_text(WRAPPER.format(host=host, binary=shlex.quote(binary)))
+    files = shlex.quote(str(serve_files_dir(settings.state_dir)))
+    wrapper.write_text(
+        WRAPPER.format(sed_file=shlex.quote(str(sed_file)), files=files, binary=shlex.quote(binary))
+    )
     wrapper.chmod(0o755)
     return wrapper
 
@@ -74,7 +108,7 @@ def haproxy_env(settings: Settings, folder: Path) -> dict[str, str]:
     """Serve's switches for a Ray head we start with the HAProxy front door, else nothing."""
     if not settings.serve_haproxy:
         return {}
-    wrapper = write_wrapper(folder, settings.host, haproxy_binary())
+    wrapper = write_wrapper(folder, settings, haproxy_binary())
     files = serve_files_dir(settings.state_dir)  # Serve adds /<node id> to each path's folder
     return {
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(files / "haproxy.cfg"),

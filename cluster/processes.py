@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -69,6 +70,40 @@ def terminate(refs: Iterable[ProcessRef], timeout: float = 15.0, sig=signal.SIGT
         except psutil.Error:
             pass
     psutil.wait_procs(alive, timeout=5)
+
+
+def _private_temp(path: Path, text: str) -> Path:
+    """`text` in a new owner-only (0600) file beside `path`, in an owner-only folder."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)  # other users of the machine must not read the stack's secrets
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return tmp
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable by its owner only; atomically, so a reader sees
+    the old content or the new, never half of it."""
+    path = Path(path)
+    os.replace(_private_temp(path, text), path)
+
+
+def local_secret(path: Path) -> str:
+    """The secret kept in `path`, generated (256 random bits, hex) the first time it is asked
+    for. Created with link(), which fails when the file exists: two processes asking at once
+    end up with the same secret."""
+    path = Path(path)
+    if not path.exists():
+        tmp = _private_temp(path, secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 def reap_children() -> None:

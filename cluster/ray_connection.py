@@ -7,9 +7,18 @@ switch is set when the ``cluster`` package is imported (cluster/__init__.py).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import ray
+from ray._private.authentication.authentication_token_setup import (
+    maybe_enable_token_auth_if_token_available,
+)
+from ray._raylet import AuthenticationTokenLoader, Config
 
 from cluster.config import Settings
+from cluster.processes import port_in_use
+from cluster.servers import RayHead
 
 NAMESPACE = "twotower"
 
@@ -19,13 +28,11 @@ def connect(settings: Settings, *, start_local: bool = False, quiet: bool = Fals
     start a private in-process Ray when neither is there (training outside the stack).
     ``quiet`` keeps the workers' output out of this process (control commands; training wants
     its workers' progress). A no-op when already connected. Returns True if it started Ray."""
-    from cluster.processes import port_in_use
-
     if ray.is_initialized():
         return False
     joinable = settings.ray_address or port_in_use(settings.host, settings.ray_port)
     if joinable or not start_local:
-        _use_token_if_present()
+        _authenticate(settings)
         ray.init(
             address=settings.ray_connect_address,
             namespace=NAMESPACE,
@@ -49,15 +56,27 @@ def connect(settings: Settings, *, start_local: bool = False, quiet: bool = Fals
     return True
 
 
-def _use_token_if_present() -> None:
-    """A cluster started with token auth needs the token from every driver, but ray.init with
-    an explicit address only reads ~/.ray/auth_token when told to: do what "auto" does.
-    Private API: Ray has no public call for this."""
-    from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available,
-    )
+def _authenticate(settings: Settings) -> None:
+    """Token authentication, decided here for every driver of ours. The local stack's head
+    (`twotower up`) requires the token it keeps in the state folder. Any other cluster gets
+    what Ray itself would do: RAY_AUTH_MODE / RAY_AUTH_TOKEN(_PATH) from the environment
+    (compose, `ray up`), else ~/.ray/auth_token if it exists, which `ray.init` with an
+    explicit address only reads when told to. Private API: Ray has no public call for this."""
+    token_file = RayHead.token_file_for(settings.state_dir)
+    own_head = settings.ray_connect_address == f"{settings.host}:{settings.ray_port}"
+    if own_head and token_file.exists():
+        use_token_file(token_file)
+    else:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+def use_token_file(token_file: Path) -> None:
+    """Token authentication with the token in `token_file`, for this process and the
+    processes it starts (a Ray started here, drivers, subprocesses)."""
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # it would win over the file
+    os.environ.update(RayHead.auth_env(token_file))
+    Config.initialize("")  # Ray caches its config (and the auth mode) per process
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def serve_client(http_options: dict | None = None, *, start: bool = False):

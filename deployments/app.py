@@ -68,10 +68,15 @@ def encoder_user_config(settings: Settings, versions: list[str]) -> dict:
 
 
 def ingress_user_config(settings: Settings, live: str) -> dict:
+    """The live version, batching, and the feedback rate limits (changed in place, no restart)."""
     return {
         "live": live,
         "max_batch_size": settings.encoder_batch_size,
         "batch_wait_timeout_s": settings.ingress_batch_wait_s,
+        "feedback_client_rate_per_s": settings.feedback_client_rate_per_s,
+        "feedback_client_burst": settings.feedback_client_burst,
+        "feedback_session_rate_per_s": settings.feedback_session_rate_per_s,
+        "feedback_session_burst": settings.feedback_session_burst,
     }
 
 
@@ -120,7 +125,13 @@ def serve_config(settings: Settings, versions: list[str], live: str) -> dict:
         raise ValueError(f"the live version {live} must be among the loaded {versions}")
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": settings.host, "port": settings.serve_port},
+        # request_timeout_s: Serve's own end-to-end limit, a last resort above the ingress's
+        # per-call limits (it answers 408); applied when Serve starts, like host and port.
+        "http_options": {
+            "host": settings.host,
+            "port": settings.serve_port,
+            "request_timeout_s": settings.serve_request_timeout_s,
+        },
         "applications": [
             {
                 "name": APP_NAME,

@@ -1,4 +1,4 @@
-"""SearchIngress: the HTTP API (FastAPI through ``@serve.ingress``), see docs/architecture.md.
+"""SearchIngress: the HTTP API (FastAPI through ``@serve.ingress``), see docs/api.md.
 
 A search picks the live version once, on arrival, and that version travels with it to the
 encoder and to every shard, so one request is served by one version end to end. Concurrent
@@ -8,9 +8,16 @@ searches (up to the window) only while another batch is in flight: then company 
 and larger batches cost less CPU per search; a lone search goes at once. The search is logged
 through the log store's non-blocking writer after the answer is built.
 
-``user_config`` = ``{"live": version, "max_batch_size": n, "batch_wait_timeout_s": s}``.
-Switching ``live`` returns only when no request of another version is still in flight here,
-which is what lets a rollout unload the old version right after (docs/serving.md).
+Failures are answered, never hung on: a call to the encoder or a shard whose replica died is
+retried once (on another replica), every backend, S3 and PostgreSQL call has a time limit,
+and whatever is down is named in a 503 (deployments/errors.py, deployments/dependencies.py).
+Bodies, JSON shape and feedback rates are limited here too (deployments/limits.py).
+
+``user_config`` = ``{"live": version, "max_batch_size": n, "batch_wait_timeout_s": s,
+"feedback_client_rate_per_s", "feedback_client_burst", "feedback_session_rate_per_s",
+"feedback_session_burst"}``. Switching ``live`` returns only when no request of another
+version is still in flight here, which is what lets a rollout unload the old version right
+after (docs/serving.md).
 
 No ``from __future__ import annotations`` here: FastAPI must see the request models as real
 classes, not strings, when Serve wraps the methods into routes.
@@ -22,21 +29,43 @@ import math
 import time
 import uuid
 from collections import Counter, OrderedDict, defaultdict
-from typing import Literal
+from typing import Any, NamedTuple
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.artifacts import ArtifactStore
 from cluster.config import get_settings
 from cluster.logstore import FeedbackRecord, LogReader, LogWriter, ResultItem, SearchRecord
 from cluster.metrics import serving_metrics
+from deployments.api_models import (
+    ERROR_RESPONSES,
+    MAX_LIMIT,
+    SEARCH_RESPONSES,
+    WHITESPACE,
+    FeedbackRequest,
+    FeedbackResponse,
+    HealthResponse,
+    RunsResponse,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+    VersionResponse,
+    VersionsResponse,
+)
+from deployments.dependencies import (
+    POSTGRES,
+    POSTGRES_FAILURES,
+    S3,
+    S3_FAILURES,
+    Service,
+    fast_artifact_store,
+)
+from deployments.errors import ServiceUnavailable, install_error_handlers
+from deployments.limits import BodyGuard, TokenBuckets, client_key
 from deployments.merge import Hit, fuse_hits, merge_topk
 from training.fusion import FUSION_DEPTH
 
@@ -46,69 +75,17 @@ CONCURRENT_BATCHES = 4  # batches in flight per ingress replica: encode one whil
 RECENT_SEARCHES = 50_000  # search_id -> shown pids kept in memory for instant feedback checks
 FEEDBACK_LOOKUP_WAIT_S = 1.0  # a search may still sit in the log store's write queue
 DRAIN_TIMEOUT_S = 60.0
+BACKEND = "search backend"
 ROUTES = {"/search", "/feedback", "/healthz", "/version", "/versions", "/runs"}
 
+_settings = get_settings()
 app = FastAPI(
     title="Two-Tower Search API",
-    description="Semantic search over MS MARCO passages with a two-tower model.",
+    description="Semantic search over MS MARCO passages with a two-tower model. Every error "
+    'is {"detail": "<one sentence>"}.',
     version="1.0",
 )
-
-
-class SearchRequest(BaseModel):
-    query: str = Field(description="What to search for (not empty, at most max_query_chars).")
-    k: int = Field(10, description="How many results (1..max_k).")
-    mode: Literal["dense", "hybrid"] | None = Field(
-        None,
-        description="hybrid (dense + BM25, weighted score fusion) or dense (the two-tower "
-        "model alone); default: the server's default_mode setting (hybrid unless configured).",
-    )
-    session_id: str | None = Field(None, max_length=256)
-
-
-class SearchResult(BaseModel):
-    pid: int
-    rank: int
-    score: float
-    text: str
-
-
-class SearchResponse(BaseModel):
-    search_id: str
-    version: str
-    latency_ms: float
-    mode: Literal["dense", "hybrid"] = Field(description="The mode that answered.")
-    results: list[SearchResult]
-
-
-class FeedbackRequest(BaseModel):
-    search_id: uuid.UUID
-    pid: int = Field(ge=0)
-    kind: Literal["click", "relevant", "not_relevant"]
-
-
-def _message(err: RequestValidationError) -> str:
-    """One readable sentence from FastAPI's list of validation errors."""
-    parts = []
-    for item in err.errors():
-        if item.get("type") == "json_invalid":
-            return f"malformed JSON body: {item.get('ctx', {}).get('error', item.get('msg'))}"
-        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
-    return "; ".join(parts) or "invalid request"
-
-
-@app.exception_handler(RequestValidationError)
-async def _validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-    return JSONResponse(status_code=422, content={"detail": _message(err)})
-
-
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-    detail = err.detail
-    if err.status_code == 400 and detail == "There was an error parsing the body":
-        detail = "the request body could not be read as JSON text (is it UTF-8?)"
-    return JSONResponse(status_code=err.status_code, content={"detail": detail})
+install_error_handlers(app)
 
 
 class MetricsMiddleware:
@@ -140,7 +117,13 @@ class MetricsMiddleware:
             )
 
 
-app.add_middleware(MetricsMiddleware)
+app.add_middleware(
+    BodyGuard,
+    max_bytes=_settings.max_body_bytes,
+    max_depth=_settings.max_json_depth,
+    max_number_chars=_settings.max_json_number_chars,
+)
+app.add_middleware(MetricsMiddleware)  # outermost: it also counts what BodyGuard refuses
 
 
 def check_query(query: str, max_chars: int) -> str:
@@ -151,9 +134,33 @@ def check_query(query: str, max_chars: int) -> str:
         raise HTTPException(
             422, f"query has {len(query)} characters; the limit is {max_chars} (nothing is cut)"
         )
-    if not query.strip():
+    stripped = query.strip(WHITESPACE)  # the schema's pattern: one character outside these
+    if not stripped:
         raise HTTPException(422, "query is empty: type some words to search for")
-    return query.strip()
+    return stripped
+
+
+async def call_backend(method, *args: Any, timeout_s: float) -> Any:
+    """``method.remote(*args)`` on a deployment within ``timeout_s``, made once more if the
+    replica that took it died.
+
+    A killed replica surfaces as a RayActorError: ActorDiedError once Ray knows, or
+    ActorUnavailableError when the connection broke mid-call (ray/serve/_private/
+    replica_result.py). Serve's router has then taken that replica out of its choices
+    (router.py, ``_process_finished_request``), so the retry goes to another replica.
+    """
+    try:
+        return await asyncio.wait_for(method.remote(*args), timeout_s)
+    except RayActorError as err:
+        log.warning("a replica failed (%s); calling another once", type(err).__name__)
+        return await asyncio.wait_for(method.remote(*args), timeout_s)
+
+
+class Shown(NamedTuple):
+    """What a search showed: its session (None without one) and pid -> rank."""
+
+    session_id: str | None
+    ranks: dict[int, int]
 
 
 @serve.deployment(name="SearchIngress")
@@ -165,23 +172,42 @@ class SearchIngress:
         self.shards = shards
         self.live: str | None = None
         self.in_flight: Counter[str] = Counter()
-        self.recent: OrderedDict[str, dict[int, int]] = OrderedDict()
+        self.recent: OrderedDict[str, Shown] = OrderedDict()
         self.manifests: dict[str, dict] = {}
         self.log_writer = LogWriter(self.settings)  # searches and feedback, never blocking
         self.log_reader = LogReader(self.settings)  # feedback lookups and /runs
-        self.store = ArtifactStore.from_settings(self.settings)
+        self.store: ArtifactStore | None = None  # made on first use: S3 may be down now
+        timeout = self.settings.dependency_timeout_s
+        self.s3 = Service(S3, timeout, S3_FAILURES)
+        self.postgres = Service(POSTGRES, timeout, POSTGRES_FAILURES)
+        self.client_limit = TokenBuckets(
+            self.settings.feedback_client_rate_per_s, self.settings.feedback_client_burst
+        )
+        self.session_limit = TokenBuckets(
+            self.settings.feedback_session_rate_per_s, self.settings.feedback_session_burst
+        )
         self.metrics = serving_metrics()
         self.batch_wait_s = self.settings.ingress_batch_wait_s
         self.batches_running = 0
 
     async def reconfigure(self, config: dict) -> None:
-        live = config.get("live")
+        settings = self.settings
         self._retrieve.set_max_batch_size(
-            int(config.get("max_batch_size", self.settings.encoder_batch_size))
+            int(config.get("max_batch_size", settings.encoder_batch_size))
         )
-        self.batch_wait_s = float(
-            config.get("batch_wait_timeout_s", self.settings.ingress_batch_wait_s)
+        self.batch_wait_s = float(config.get("batch_wait_timeout_s", settings.ingress_batch_wait_s))
+        self.client_limit.configure(
+            float(config.get("feedback_client_rate_per_s", settings.feedback_client_rate_per_s)),
+            int(config.get("feedback_client_burst", settings.feedback_client_burst)),
         )
+        self.session_limit.configure(
+            float(config.get("feedback_session_rate_per_s", settings.feedback_session_rate_per_s)),
+            int(config.get("feedback_session_burst", settings.feedback_session_burst)),
+        )
+        await self._switch_live(config.get("live"))
+
+    async def _switch_live(self, live: str | None) -> None:
+        """Serve ``live`` from now on; return once no request of another version runs here."""
         if live == self.live:
             return
         previous, self.live = self.live, live
@@ -198,54 +224,64 @@ class SearchIngress:
             await asyncio.sleep(0.01)
 
     # ------------------------------------------------------------------ search
-    @app.post("/search", response_model=SearchResponse)
+    @app.post(
+        "/search", response_model=SearchResponse, responses=SEARCH_RESPONSES, operation_id="search"
+    )
     async def search(self, body: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
         query = check_query(body.query, self.settings.max_query_chars)
-        if not 1 <= body.k <= self.settings.max_k:
-            raise HTTPException(422, f"k must be between 1 and {self.settings.max_k}, not {body.k}")
         mode = body.mode or self.settings.default_mode
         version = self.live
         if version is None:
             raise HTTPException(503, "no model version is loaded yet")
-        self.in_flight[version] += 1
-        # Read when this search opens a batch: wait for company only if work is in flight.
-        self._retrieve.set_batch_wait_timeout_s(self.batch_wait_s if self.batches_running else 0)
-        try:
-            hits = await self._retrieve((version, query, body.k, mode))
-        except Exception as err:  # a replica failed: a server problem, said plainly
-            log.exception("search failed")
-            raise HTTPException(503, f"search backend unavailable: {type(err).__name__}") from err
-        finally:
-            self.in_flight[version] -= 1
-        search_id = uuid.uuid4()
+        hits = await self._search_batched(version, query, body.k, mode)
+        search_id = str(uuid.uuid4())
         results = [
             SearchResult(pid=pid, rank=rank, score=score, text=text)
             for rank, (score, pid, text) in enumerate(hits, 1)
         ]
         latency_ms = (time.perf_counter() - started) * 1000
-        self._remember(str(search_id), {r.pid: r.rank for r in results})
-        self.log_writer.log_search(
-            SearchRecord(
-                id=search_id,
-                session_id=body.session_id,
-                query=query,
-                model_version=version,
-                mode=mode,
-                latency_ms=latency_ms,
-                results=[
-                    ResultItem(pid=r.pid, rank=r.rank, score=r.score)
-                    for r in results
-                    if math.isfinite(r.score)
-                ],
-            )
-        )
+        self._remember(search_id, Shown(body.session_id, {r.pid: r.rank for r in results}))
+        self._log_search(search_id, body.session_id, query, version, mode, latency_ms, results)
         return SearchResponse(
-            search_id=str(search_id),
+            search_id=search_id,
             version=version,
             latency_ms=round(latency_ms, 3),
             mode=mode,
             results=results,
+        )
+
+    async def _search_batched(self, version: str, query: str, k: int, mode: str) -> list[Hit]:
+        self.in_flight[version] += 1
+        # Read when this search opens a batch: wait for company only if work is in flight.
+        self._retrieve.set_batch_wait_timeout_s(self.batch_wait_s if self.batches_running else 0)
+        try:
+            return await self._retrieve((version, query, k, mode))
+        except TimeoutError:
+            limit = self.settings.backend_timeout_s
+            raise ServiceUnavailable(BACKEND, f"no answer within {limit:g} s") from None
+        except Exception as err:  # a replica failed twice, or none is running
+            log.exception("search failed")
+            raise ServiceUnavailable(BACKEND, type(err).__name__) from err
+        finally:
+            self.in_flight[version] -= 1
+
+    def _log_search(self, search_id, session_id, query, version, mode, latency_ms, results):
+        items = [
+            ResultItem(pid=r.pid, rank=r.rank, score=r.score)
+            for r in results
+            if math.isfinite(r.score)
+        ]
+        self.log_writer.log_search(
+            SearchRecord(
+                id=uuid.UUID(search_id),
+                session_id=session_id,
+                query=query,
+                model_version=version,
+                mode=mode,
+                latency_ms=latency_ms,
+                results=items,
+            )
         )
 
     @serve.batch(
@@ -267,99 +303,132 @@ class SearchIngress:
             by_version[item[0]].append(i)
         out: list[list[Hit]] = [[] for _ in items]
         for version, rows in by_version.items():
-            queries = [items[i][1] for i in rows]
-            depths = [items[i][2] if items[i][3] == "dense" else max(items[i][2], FUSION_DEPTH)
-                      for i in rows]  # fmt: skip
-            lexical = [items[i][1] if items[i][3] == "hybrid" else None for i in rows]
-            vectors = await self.encoder.encode.remote(version, queries)
-            parts = await asyncio.gather(
-                *(
-                    shard.search.remote(version, vectors, max(depths), lexical)
-                    for shard in self.shards
-                )
-            )
-            for j, i in enumerate(rows):
-                _, _, k, mode = items[i]
-                dense = merge_topk((p[0][j] for p in parts), depths[j])
-                if mode == "dense":
-                    out[i] = dense[:k]
-                else:
-                    bm25 = merge_topk((p[1][j] for p in parts), depths[j])
-                    out[i] = fuse_hits(dense, bm25, self.settings.hybrid_dense_weight, k)
+            ranked = await self._rank_version(version, [items[i][1:] for i in rows])
+            for i, hits in zip(rows, ranked, strict=True):
+                out[i] = hits
         return out
 
-    def _remember(self, search_id: str, shown: dict[int, int]) -> None:
+    async def _rank_version(
+        self, version: str, items: list[tuple[str, int, str]]
+    ) -> list[list[Hit]]:
+        """Rank (query, k, mode) items of one version: one encoder call, one call per shard."""
+        timeout = self.settings.backend_timeout_s
+        queries = [query for query, _, _ in items]
+        depths = [k if mode == "dense" else max(k, FUSION_DEPTH) for _, k, mode in items]
+        lexical = [query if mode == "hybrid" else None for query, _, mode in items]
+        vectors = await call_backend(self.encoder.encode, version, queries, timeout_s=timeout)
+        parts = await asyncio.gather(
+            *(
+                call_backend(
+                    shard.search, version, vectors, max(depths), lexical, timeout_s=timeout
+                )
+                for shard in self.shards
+            )
+        )
+        out = []
+        for j, (_, k, mode) in enumerate(items):
+            dense = merge_topk((p[0][j] for p in parts), depths[j])
+            if mode == "dense":
+                out.append(dense[:k])
+            else:
+                bm25 = merge_topk((p[1][j] for p in parts), depths[j])
+                out.append(fuse_hits(dense, bm25, self.settings.hybrid_dense_weight, k))
+        return out
+
+    def _remember(self, search_id: str, shown: Shown) -> None:
         self.recent[search_id] = shown
         while len(self.recent) > RECENT_SEARCHES:
             self.recent.popitem(last=False)
 
     # ------------------------------------------------------------------ feedback
-    @app.post("/feedback")
-    async def feedback(self, body: FeedbackRequest) -> dict:
+    @app.post(
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses=ERROR_RESPONSES,
+        operation_id="feedback",
+    )
+    async def feedback(self, body: FeedbackRequest, request: Request) -> FeedbackResponse:
+        client = client_key(request.scope, self.settings.client_ip_header)
+        if not self.client_limit.allow(client):
+            raise self._too_much("this client", self.client_limit)
         shown = await self._shown(str(body.search_id))
         if shown is None:
             raise HTTPException(404, f"unknown search_id {body.search_id}")
-        if body.pid not in shown:
+        if body.pid not in shown.ranks:  # a result that does not exist, like an unknown search
             raise HTTPException(
-                422, f"pid {body.pid} was not among the results of search {body.search_id}"
+                404, f"pid {body.pid} was not among the results of search {body.search_id}"
             )
+        if not self.session_limit.allow(shown.session_id or str(body.search_id)):
+            raise self._too_much("this session", self.session_limit)
         self.log_writer.log_feedback(
             FeedbackRecord(
-                search_id=body.search_id, pid=body.pid, kind=body.kind, rank=shown[body.pid]
+                search_id=body.search_id, pid=body.pid, kind=body.kind, rank=shown.ranks[body.pid]
             )
         )
         self.metrics.feedback.inc(1, tags={"kind": body.kind})
-        return {"ok": True}
+        return FeedbackResponse(ok=True)
 
-    async def _shown(self, search_id: str) -> dict[int, int] | None:
-        """pid -> rank of a search: from memory, else from the log store (which may still be
-        writing it, or may be down: then only this replica's recent searches are known)."""
+    @staticmethod
+    def _too_much(who: str, limit: TokenBuckets) -> HTTPException:
+        return HTTPException(
+            429,
+            f"too much feedback from {who}: at most {limit.rate:g} events a second "
+            f"(bursts of {limit.burst}); try again in a moment",
+            headers={"Retry-After": str(max(1, math.ceil(1 / max(limit.rate, 1e-9))))},
+        )
+
+    async def _shown(self, search_id: str) -> Shown | None:
+        """What a search showed: from memory, else from the log store, which may still be
+        writing it (so ask again for a moment). PostgreSQL down: ServiceUnavailable (503)."""
         if search_id in self.recent:
             return self.recent[search_id]
         deadline = time.monotonic() + FEEDBACK_LOOKUP_WAIT_S
         while True:
-            try:
-                record = await asyncio.to_thread(self.log_reader.get_search, search_id)
-            except Exception:  # PostgreSQL unreachable
-                log.warning("feedback: log store unreachable for search %s", search_id)
-                return None
+            record = await self.postgres.call(self.log_reader.get_search, search_id)
             if record is not None:
-                return {r.pid: r.rank for r in record.results}
+                return Shown(record.session_id, {r.pid: r.rank for r in record.results})
             if time.monotonic() > deadline:
                 return None
             await asyncio.sleep(0.1)
 
     # ------------------------------------------------------------------ status
-    @app.get("/healthz")
-    async def healthz(self) -> dict:
+    @app.get("/healthz", response_model=HealthResponse, responses=ERROR_RESPONSES)
+    async def healthz(self) -> HealthResponse:
         if self.live is None:
             raise HTTPException(503, "no model version is loaded yet")
-        return {"status": "ok", "version": self.live}
+        return HealthResponse(status="ok", version=self.live)
 
-    @app.get("/version")
-    async def version(self) -> dict:
-        if self.live is None:
+    @app.get("/version", response_model=VersionResponse, responses=ERROR_RESPONSES)
+    async def version(self) -> VersionResponse:
+        live = self.live
+        if live is None:
             raise HTTPException(503, "no model version is loaded yet")
-        manifest = await self._manifest(self.live)
-        return {
-            "version": self.live,
-            "created_at": manifest.get("created_at"),
-            "parent": manifest.get("parent"),
-            "metrics": manifest.get("metrics", {}),
-            "shards": len(self.shards),
-        }
+        manifest = await self._manifest(live)
+        return VersionResponse(
+            version=live,
+            created_at=manifest.get("created_at"),
+            parent=manifest.get("parent"),
+            metrics=manifest.get("metrics", {}),
+            shards=len(self.shards),
+        )
+
+    def _artifacts(self) -> ArtifactStore:
+        """The store, made on first use (on an S3 worker thread: it checks the bucket)."""
+        if self.store is None:
+            self.store = fast_artifact_store(self.settings)
+        return self.store
 
     async def _manifest(self, version: str) -> dict:
         if version not in self.manifests:  # versions are immutable: cache forever
-            manifest = await asyncio.to_thread(self.store.manifest, version)
+            manifest = await self.s3.call(lambda: self._artifacts().manifest(version))
             self.manifests[version] = manifest.model_dump(exclude={"files"})
         return self.manifests[version]
 
-    @app.get("/versions")
-    async def versions(self, limit: int = 20) -> dict:
-        if not 1 <= limit <= 200:
-            raise HTTPException(422, "limit must be between 1 and 200")
-        names = (await asyncio.to_thread(self.store.list_versions))[::-1][:limit]
+    @app.get("/versions", response_model=VersionsResponse, responses=ERROR_RESPONSES)
+    async def versions(
+        self, limit: int = Query(20, ge=1, le=MAX_LIMIT, description="How many, newest first.")
+    ) -> VersionsResponse:
+        names = (await self.s3.call(lambda: self._artifacts().list_versions()))[::-1][:limit]
         rows = []
         for name in names:
             manifest = await self._manifest(name)
@@ -372,14 +441,11 @@ class SearchIngress:
                     "metrics": manifest.get("metrics", {}),
                 }
             )
-        return {"live": self.live, "versions": rows}
+        return VersionsResponse.model_validate({"live": self.live, "versions": rows})
 
-    @app.get("/runs")
-    async def runs(self, limit: int = 20) -> dict:
-        if not 1 <= limit <= 200:
-            raise HTTPException(422, "limit must be between 1 and 200")
-        try:
-            rows = await asyncio.to_thread(self.log_reader.list_runs, limit)
-        except Exception as err:
-            raise HTTPException(503, f"log store unavailable: {type(err).__name__}") from err
-        return jsonable_encoder({"runs": rows})
+    @app.get("/runs", response_model=RunsResponse, responses=ERROR_RESPONSES)
+    async def runs(
+        self, limit: int = Query(20, ge=1, le=MAX_LIMIT, description="How many, newest first.")
+    ) -> RunsResponse:
+        rows = await self.postgres.call(self.log_reader.list_runs, limit)
+        return RunsResponse.model_validate(jsonable_encoder({"runs": rows}))

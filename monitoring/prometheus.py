@@ -8,14 +8,17 @@ configured no-fresh-model limit.
 
 from __future__ import annotations
 
+import re
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import httpx
 import yaml
 
 from cluster.config import Settings
-from cluster.processes import ManagedProcess, ProcessRef, http_ok
+from cluster.processes import ManagedProcess, ProcessRef, http_ok, wait_until
 
 HERE = Path(__file__).resolve().parent
 CONFIG_TEMPLATE = HERE / "prometheus.yml"
@@ -100,7 +103,8 @@ class PrometheusServer(ManagedProcess):
             f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
             "--storage.tsdb.retention.time=7d",
             f"--web.listen-address={self.host}:{self.port}",
-            "--web.enable-lifecycle",
+            # No --web.enable-lifecycle: POST /-/reload and /-/quit would let anyone who can
+            # reach the port reconfigure or stop it. `reload` signals our own PID instead.
         ]
         return self.spawn(
             cmd,
@@ -110,6 +114,26 @@ class PrometheusServer(ManagedProcess):
             what=self.url,
         )
 
-    def reload(self) -> None:
-        """Ask the running server to re-read its config (POST /-/reload, lifecycle API)."""
-        httpx.post(f"{self.url}/-/reload", timeout=5).raise_for_status()
+    def reload(self, timeout: float = 30) -> None:
+        """Make the server we started re-read its config: SIGHUP to its PID (the lifecycle
+        API is off), then wait until it reports a successful reload newer than the last."""
+        ref = self.running()
+        proc = ref.process() if ref else None
+        if proc is None:
+            raise RuntimeError(f"Prometheus on {self.url} was not started by this stack")
+        before = self._last_reload()
+        # The reload time has whole seconds: signal in the next second, so a new one shows.
+        time.sleep(max(0.0, before + 1 - time.time()))
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: self._last_reload() > before, timeout, f"{self.url} config reload")
+
+    def _last_reload(self) -> float:
+        """When the config was last loaded successfully (from Prometheus's own metrics)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        success = re.search(r"^prometheus_config_last_reload_successful (\S+)$", text, re.M)
+        stamp = re.search(
+            r"^prometheus_config_last_reload_success_timestamp_seconds (\S+)$", text, re.M
+        )
+        if not (success and stamp) or float(success[1]) != 1:
+            return 0.0
+        return float(stamp[1])

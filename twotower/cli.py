@@ -3,9 +3,92 @@ imports happen inside it, so `twotower status` does not pay for torch or Ray."""
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+FIRST_PARTY = ("cluster", "training", "deployments", "learning", "twotower", "monitoring", "ui")
+DEBUG = {"on": False}  # set by the --debug option, read when a command fails
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of the innermost cause: '[Errno 111] Connection refused', not a repr."""
+    while getattr(err, "reason", None) is not None and err.reason is not err:  # urllib3
+        err = err.reason
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[text.index("[Errno") :] if "[Errno" in text else text
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while err is not None and err not in seen:
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return seen
+
+
+def _service(cause: BaseException) -> tuple[str, str] | None:
+    """(which service at which address, the setting that names it) if ``cause`` is a failure
+    to reach one of the stack's services."""
+    from cluster.config import get_settings
+
+    package = type(cause).__module__.split(".")[0]
+    if package in ("urllib3", "minio"):
+        return f"the artifact store (S3 at {get_settings().s3_address})", "TWOTOWER_S3_ENDPOINT"
+    if package in ("psycopg", "psycopg_pool"):
+        return "the log store (PostgreSQL)", "TWOTOWER_POSTGRES_DSN"
+    if isinstance(cause, ConnectionError) and "Ray" in str(cause):
+        return f"Ray (at {get_settings().ray_connect_address})", "TWOTOWER_RAY_ADDRESS"
+    return None
+
+
+def explain(err: BaseException) -> tuple[str, str] | None:
+    """(what happened, what to do) for an expected failure; None for a bug (a traceback)."""
+    for cause in _chain(err):
+        service = _service(cause)
+        if service is not None:
+            name, setting = service
+            return (
+                f"{name} is unreachable: {_reason(cause)}",
+                f"start the stack with `twotower up`, or set {setting}",
+            )
+        if type(cause).__name__ == "ValidationError" and "pydantic" in type(cause).__module__:
+            return f"the settings are invalid: {_reason(cause)}", "check TWOTOWER_* and .env"
+    if isinstance(err, LookupError) and type(err).__module__.split(".")[0] in FIRST_PARTY:
+        return str(err), "GET /versions on the API lists the stored versions"
+    if type(err).__module__.split(".")[0] in FIRST_PARTY or isinstance(err, TimeoutError):
+        return str(err), "`twotower status` shows what runs and where"
+    return None
+
+
+class Cli(typer.Typer):
+    """The app, run so that an expected failure (S3, PostgreSQL or Ray unreachable, an unknown
+    version, a refused rollout, ...) prints one line and a hint, for every command alike;
+    `--debug` shows the traceback instead."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as err:
+            explained = None if DEBUG["on"] else explain(err)
+            if explained is None:
+                raise
+            what, hint = explained
+            typer.secho(f"twotower: {what}", fg="red", err=True)
+            typer.echo(f"hint: {hint} (--debug shows the traceback)", err=True)
+            sys.exit(1)
+
+
+app = Cli(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_show_locals=False
+)
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of a failure."),
+) -> None:
+    DEBUG["on"] = debug
 
 
 # --------------------------------------------------------------------------- local stack
@@ -16,14 +99,9 @@ def up(
     ),
 ) -> None:
     """Start the local stack (idempotent): services, a trained model, serving, the website."""
-    from twotower.stack import StackError
     from twotower.stack import up as stack_up
 
-    try:
-        stack_up(services_only=services_only)
-    except StackError as err:
-        typer.secho(f"twotower up: {err}", fg="red", err=True)
-        raise typer.Exit(1) from None
+    stack_up(services_only=services_only)
 
 
 @app.command()

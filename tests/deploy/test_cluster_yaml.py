@@ -49,3 +49,14 @@ def test_ray_validation_can_fail(config):
     broken["head_node_type"] = "nope"
     with pytest.raises(ValueError, match="head_node_type"):
         validate_config(prepare_config(broken))
+
+
+def test_every_node_runs_ray_with_token_auth_and_the_dashboard_on_loopback(config):
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in config[key] if "ray start" in c)
+        assert "export RAY_AUTH_MODE=token" in start, key
+        assert "${RAY_AUTH_TOKEN:?" in start, key  # refuses to start without the token
+    head = next(c for c in config["head_start_ray_commands"] if "ray start" in c)
+    assert "--dashboard-host=127.0.0.1" in head
+    up = next(c for c in config["head_start_ray_commands"] if "twotower up" in c)
+    assert "export RAY_AUTH_MODE=token" in up  # the drivers present the token too

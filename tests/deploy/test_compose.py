@@ -20,6 +20,8 @@ COMPOSE_FILE = REPO_ROOT / "compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 SECRETS = (
     "POSTGRES_PASSWORD",
+    "POSTGRES_APP_PASSWORD",
+    "RAY_AUTH_TOKEN",
     "MINIO_ROOT_USER",
     "MINIO_ROOT_PASSWORD",
     "S3_ACCESS_KEY",
@@ -118,10 +120,9 @@ def test_every_secret_comes_from_the_env_file(tmp_path):
     rendered = json.dumps(config)
     for name, value in secrets.items():
         assert value in rendered, f"{name} from .env is not used"
-    assert (
-        secrets["POSTGRES_PASSWORD"]
-        in (config["services"]["ray-head"]["environment"]["TWOTOWER_POSTGRES_DSN"])
-    )
+    # The app connects as its own role, never as the superuser.
+    dsn = config["services"]["ray-head"]["environment"]["TWOTOWER_POSTGRES_DSN"]
+    assert secrets["POSTGRES_APP_PASSWORD"] in dsn and secrets["POSTGRES_PASSWORD"] not in dsn
     # In the file itself, each secret is only ever a required variable, never a value.
     text = COMPOSE_FILE.read_text()
     for name in SECRETS:
@@ -131,3 +132,53 @@ def test_every_secret_comes_from_the_env_file(tmp_path):
         r"^\s*(\w*(?:PASSWORD|SECRET_KEY|ACCESS_KEY)\w*):\s*(.+)$", text, re.M
     ):
         assert "${" in value, f"{key} has a literal value"
+
+
+# Which networks each long-running service is on: what it has business with, nothing more.
+NETWORKS = {
+    "nginx": {"edge", "api"},
+    "website": {"api", "monitoring"},
+    "ray-head": {"api", "ray", "data"},
+    "ray-worker": {"ray", "data"},
+    "postgres": {"data"},
+    "minio": {"data"},
+    "minio-init": {"data"},
+    "prometheus": {"ray", "monitoring"},
+    "grafana": {"monitoring"},
+}
+
+
+def test_each_service_is_on_the_networks_it_needs_and_no_other(tmp_path):
+    config = json.loads(compose_config(filled_env(tmp_path)[0]).stdout)
+    services, networks = config["services"], config["networks"]
+    assert {name: set(services[name]["networks"]) for name in NETWORKS} == NETWORKS
+    assert services["nginx-init"]["network_mode"] == "none"
+    # Only the networks whose services publish ports on the host have a way out.
+    assert {name for name, net in networks.items() if not net.get("internal")} == {
+        "edge", "monitoring"
+    }  # fmt: skip
+    published = {name for name, svc in services.items() if svc.get("ports")}
+    assert published == {"nginx", "prometheus", "grafana"}
+    for name in ("prometheus", "grafana"):
+        assert {p["host_ip"] for p in services[name]["ports"]} == {"127.0.0.1"}, name
+
+
+def test_internal_services_want_credentials(tmp_path):
+    env_file, secrets = filled_env(tmp_path)
+    config = json.loads(compose_config(env_file).stdout)
+    services = config["services"]
+    for name in ("ray-head", "ray-worker"):  # Ray's token auth, on every node
+        environment = services[name]["environment"]
+        assert environment["RAY_AUTH_MODE"] == "token", name
+        assert environment["RAY_AUTH_TOKEN"] == secrets["RAY_AUTH_TOKEN"], name
+    assert "--web.enable-lifecycle" not in services["prometheus"]["command"]
+    assert services["minio"]["environment"]["MINIO_BROWSER"] == "off"
+    # PostgreSQL: the app's plain role, made by the init script on the first start.
+    postgres = services["postgres"]
+    assert postgres["environment"]["POSTGRES_APP_PASSWORD"] == secrets["POSTGRES_APP_PASSWORD"]
+    (init,) = postgres["configs"]
+    assert init["target"].startswith("/docker-entrypoint-initdb.d/")
+    script = config["configs"][init["source"]]["content"]
+    assert "NOSUPERUSER NOCREATEDB NOCREATEROLE" in script
+    assert 'ALTER DATABASE :"db" OWNER TO :"app_user"' in script
+    assert "$POSTGRES_APP_PASSWORD" in script  # read in the container, not baked in here

@@ -119,7 +119,7 @@ def test_bad_feedback_gets_a_4xx(api):
     not_shown = next(p for p in range(10**6) if p not in shown)
     cases = [
         ({"search_id": "0c1f9f6e-3c0e-4d5e-9a53-2f3a3c9b0d11", "pid": 1, "kind": "click"}, 404),
-        ({"search_id": body["search_id"], "pid": not_shown, "kind": "click"}, 422),
+        ({"search_id": body["search_id"], "pid": not_shown, "kind": "click"}, 404),
         ({"search_id": body["search_id"], "pid": next(iter(shown)), "kind": "like"}, 422),
         ({"search_id": "not-a-uuid", "pid": 1, "kind": "click"}, 422),
         ({"search_id": body["search_id"], "pid": -1, "kind": "click"}, 422),
@@ -130,6 +130,94 @@ def test_bad_feedback_gets_a_4xx(api):
         assert response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("payload", "phrase"),
+    [
+        ({"query": "flu", "k": "10"}, "k must be a JSON integer, not a string ('10')"),
+        ({"query": "flu", "k": True}, "k must be a JSON integer, not a boolean (true)"),
+        ({"query": "flu", "k": 2.5}, "k must be a JSON integer, not a fractional number (2.5)"),
+        ({"query": "flu", "kk": 3}, "kk is not a field of this request"),
+        ([{"query": "flu"}], "the body must be a JSON object, not an array"),
+    ],
+)
+def test_types_are_strict_and_the_422_says_what_was_sent(api, payload, phrase):
+    response = api.post("/search", json=payload)
+    assert response.status_code == 422, response.text
+    assert response.json() == {"detail": phrase}
+
+
+def test_a_whole_number_with_a_fraction_is_an_integer_as_json_schema_says(api):
+    response = api.post("/search", json={"query": "flu", "k": 3.0})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["results"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("raw", "phrase"),
+    [
+        (b'{"query": "flu", "k": ' + b"9" * 5000 + b"}", "a JSON number has 5000 characters"),
+        (b'{"query": "flu", "k": 1e999}', "out of range"),
+        (b'{"query": "flu", "k": NaN}', "NaN is not a JSON value"),
+        (b'{"query": "flu", "x": ' + b"[" * 33 + b"]" * 33 + b"}", "nests deeper than 32 levels"),
+        (b"[" * 30_000 + b"]" * 30_000, "nests deeper than 32 levels"),
+        (b'{"query": "caf\xe9"}', "not UTF-8"),
+    ],
+)
+def test_json_too_deep_or_with_huge_numbers_gets_a_400(api, raw, phrase):
+    response = api.post("/search", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert phrase in response.json()["detail"]
+
+
+def test_bodies_over_the_limit_get_a_413_with_or_without_a_length(api, serving):
+    big = b'{"search_id": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    response = api.post("/feedback", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert str(serving.max_body_bytes) in response.json()["detail"]
+
+    def chunks():  # no Content-Length: the ingress counts what arrives
+        for _ in range(100):
+            yield b" " * 1024
+
+    chunked = api.post("/search", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413, chunked.text
+
+
+def test_a_body_that_is_not_json_gets_a_415(api):
+    response = api.post("/search", content=b"query=flu", headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+    assert response.json() == {"detail": "the body is text/plain; send it as application/json"}
+
+
+def test_unknown_routes_and_methods_answer_a_detail_string(api):
+    missing = api.get("/nope")
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+    wrong = api.delete("/search")
+    assert wrong.status_code == 405 and wrong.json() == {"detail": "Method Not Allowed"}
+    assert wrong.headers["allow"] == "POST"
+
+
+def test_the_schema_documents_every_error_as_a_detail_string_and_the_bounds(api):
+    schema = api.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    assert components["ErrorBody"]["properties"]["detail"]["type"] == "string"
+    assert components["ErrorBody"]["required"] == ["detail"]
+    assert "HTTPValidationError" not in components  # its `detail` is a list: not ours
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            for status in ("400", "404", "413", "415", "422", "429", "503"):
+                got = responses[status]["content"]["application/json"]["schema"]
+                assert got == error, (method, path, status)
+    search = components["SearchRequest"]["properties"]
+    assert (search["k"]["minimum"], search["k"]["maximum"]) == (1, 100)
+    assert search["query"]["maxLength"] == 512 and search["query"]["pattern"]
+    assert components["FeedbackRequest"]["properties"]["pid"]["minimum"] == 0
+    limit = schema["paths"]["/versions"]["get"]["parameters"][0]["schema"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 200)
+
+
 def test_status_endpoints(api, tiny_version):
     _, version, _ = tiny_version
     assert api.get("/healthz").json() == {"status": "ok", "version": version}
@@ -138,6 +226,9 @@ def test_status_endpoints(api, tiny_version):
     assert versions["live"] == version
     assert any(v["version"] == version and v["live"] for v in versions["versions"])
     assert "runs" in api.get("/runs").json()
+    for route in ("/versions", "/runs"):
+        too_many = api.get(route, params={"limit": 0})
+        assert too_many.json() == {"detail": "limit must be between 1 and 200, not 0"}
     assert api.get("/openapi.json").json()["paths"].keys() >= {"/search", "/feedback"}
     assert api.get("/docs").status_code == 200
 

@@ -88,3 +88,17 @@ def test_the_code_hash_covers_every_first_party_file_a_replica_imports():
         "cluster/logstore/reader.py",
     } <= {str(p) for p in imported}
     assert imported <= covered, f"not in CODE_FILES: {sorted(map(str, imported - covered))}"
+
+
+def test_by_default_two_replicas_of_everything_a_search_needs_and_time_limits(settings):
+    """One crashed replica must not stop search (tests/deployments/test_faults.py)."""
+    config = serve_config(settings, ["a"], "a")
+    deployments = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    assert deployments[INGRESS]["num_replicas"] == 2
+    assert deployments[ENCODER]["autoscaling_config"]["min_replicas"] == 2
+    assert all(deployments[f"IndexShard{i}"]["num_replicas"] == 2 for i in range(2))
+    assert config["http_options"]["request_timeout_s"] == settings.serve_request_timeout_s
+    assert settings.serve_request_timeout_s > settings.backend_timeout_s  # ours answer first
+    ingress = deployments[INGRESS]["user_config"]
+    assert ingress["feedback_client_burst"] == settings.feedback_client_burst
+    assert ingress["feedback_session_rate_per_s"] == settings.feedback_session_rate_per_s

@@ -3,9 +3,11 @@
 import shutil
 import subprocess
 
+import httpx
 import yaml
 
 from cluster.config import REPO_ROOT, Settings
+from cluster.processes import free_port
 from monitoring import prometheus
 
 PROMTOOL = shutil.which("promtool")
@@ -57,3 +59,26 @@ def test_rendered_local_config_is_valid(tmp_path):
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]
              if r.get("record") == prometheus.MAX_AGE_RECORD]  # fmt: skip
     assert exprs == ["vector(3600)"]
+
+
+def test_prometheus_has_no_lifecycle_api_and_reloads_on_our_signal(tmp_path):
+    """Nobody can reconfigure or stop the local Prometheus over HTTP; `reload` (SIGHUP to the
+    PID we started) still makes it read a changed config, and returns once it has."""
+    settings = Settings(host="127.0.0.1", prometheus_port=free_port())
+    discovery = tmp_path / prometheus.DISCOVERY_FILE
+    server = prometheus.PrometheusServer(settings, tmp_path / "prom", discovery)
+    server.start()
+    try:
+        for endpoint in ("/-/reload", "/-/quit"):
+            response = httpx.post(f"{server.url}{endpoint}", timeout=5)
+            print(endpoint, response.status_code, response.text.strip())
+            assert response.status_code == 403
+        config = yaml.safe_load(server.config.read_text())
+        config["global"]["scrape_interval"] = "7s"
+        server.config.write_text(yaml.safe_dump(config))
+        server.reload()
+        loaded = httpx.get(f"{server.url}/api/v1/status/config", timeout=5).json()
+        assert "scrape_interval: 7s" in loaded["data"]["yaml"]
+    finally:
+        server.stop()
+    assert server.running() is None

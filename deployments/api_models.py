@@ -1,0 +1,157 @@
+"""The HTTP API's request, response and error models: what FastAPI validates and what
+``/openapi.json`` publishes, so the schema states the same bounds the ingress enforces.
+
+Bounds come from the settings when the module is imported (in a replica: its environment).
+Some checks stay in the ingress because their messages say more than a schema error would
+(an empty query, an over-long one); the schema still carries them (``pattern``,
+``maxLength``), so a generated request the schema calls valid is one the API accepts.
+
+No ``from __future__ import annotations``: FastAPI must see the models as real classes.
+"""
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from cluster.config import get_settings
+
+_settings = get_settings()
+MAX_K = _settings.max_k
+MAX_QUERY_CHARS = _settings.max_query_chars
+MAX_LIMIT = 200  # rows of /versions and /runs
+MAX_PID = 2**53 - 1  # the largest integer every JSON reader (and float) keeps exactly
+
+# Every character Python's str.isspace() or JSON Schema's (ECMA-262) \s calls whitespace:
+# the ingress strips exactly these, and the schema's pattern needs one character outside them.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+# \uXXXX escapes: ECMA-262, Python's re and Rust's regex all read them alike.
+NOT_BLANK = "[^" + "".join(f"\\u{ord(ch):04x}" for ch in WHITESPACE) + "]"
+
+# (low, high) of each bounded integer field, for the error message that names both.
+BOUNDS = {"k": (1, MAX_K), "limit": (1, MAX_LIMIT), "pid": (0, MAX_PID)}
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type, and JSON Schema calls 15.0 the integer 15: take it as 15.
+    Anything else goes on to strict validation, which refuses "15" and true."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_whole_number)]
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 503 answer."""
+
+    detail: str = Field(description="What went wrong, as one sentence.")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not UTF-8 JSON, or is too deep."},
+    404: {"model": ErrorBody, "description": "Unknown route, search_id, or pid of that search."},
+    413: {"model": ErrorBody, "description": "The body is larger than the limit."},
+    415: {"model": ErrorBody, "description": "The body is not sent as application/json."},
+    422: {
+        "model": ErrorBody,
+        "description": "A field is missing, of the wrong type or out of range.",
+    },
+    429: {"model": ErrorBody, "description": "Too much feedback from this client or session."},
+    503: {"model": ErrorBody, "description": "A service the API needs is down; says which."},
+}
+
+# A search's answer names what feedback may refer to (OpenAPI links: clients and schema-driven
+# testers such as schemathesis can follow them from a search to its feedback).
+SEARCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    200: {
+        "links": {
+            "Feedback": {
+                "operationId": "feedback",
+                "requestBody": {
+                    "search_id": "$response.body#/search_id",
+                    "pid": "$response.body#/results/0/pid",
+                    "kind": "click",
+                },
+            }
+        }
+    },
+}
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(
+        description=f"What to search for: not blank, at most {MAX_QUERY_CHARS} characters.",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY_CHARS, "pattern": NOT_BLANK},
+    )
+    k: JsonInt = Field(10, ge=1, le=MAX_K, strict=True, description="How many results.")
+    mode: Literal["dense", "hybrid"] | None = Field(
+        None,
+        description="hybrid (dense + BM25, weighted score fusion) or dense (the two-tower "
+        "model alone); default: the server's default_mode setting (hybrid unless configured).",
+    )
+    session_id: str | None = Field(None, max_length=256)
+
+
+class SearchResult(BaseModel):
+    pid: int
+    rank: int
+    score: float
+    text: str
+
+
+class SearchResponse(BaseModel):
+    search_id: str
+    version: str
+    latency_ms: float
+    mode: Literal["dense", "hybrid"] = Field(description="The mode that answered.")
+    results: list[SearchResult]
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    search_id: uuid.UUID
+    pid: JsonInt = Field(ge=0, le=MAX_PID, strict=True)
+    kind: Literal["click", "relevant", "not_relevant"]
+
+
+class FeedbackResponse(BaseModel):
+    ok: bool
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class VersionResponse(BaseModel):
+    version: str
+    created_at: str | None
+    parent: str | None
+    metrics: dict[str, Any]
+    shards: int
+
+
+class VersionRow(BaseModel):
+    version: str
+    live: bool
+    created_at: str | None
+    parent: str | None
+    metrics: dict[str, Any]
+
+
+class VersionsResponse(BaseModel):
+    live: str | None
+    versions: list[VersionRow]
+
+
+class RunsResponse(BaseModel):
+    runs: list[dict[str, Any]]
