@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     postgres_pool_max: int = 4
     log_buffer_dir: Path | None = None  # defaults to <state_dir>/log-buffer
     log_buffer_max_bytes: int = 256 * 1024 * 1024
+    # A log call returns once its record is fsync'd to the writer's write-ahead file, so an
+    # answered search survives a crash of its replica (false: faster, but a crash loses the
+    # last records; cost in docs/results/serving.md).
+    log_fsync: bool = True
+    # Feedback whose search is not in PostgreSQL yet (still in another writer's buffer) is
+    # retried for this long before it is rejected to rejected.jsonl and counted.
+    log_feedback_wait_s: float = Field(default=600.0, ge=0)
 
     # --- S3 artifact store. Empty endpoint = start SeaweedFS (`weed mini`) in `twotower up`.
     s3_endpoint: str = ""

@@ -36,8 +36,28 @@ ray_twotower_live_version_metric                    gauge      version, metric (
                                                                version's evaluation numbers
 ==================================================  =========  =============================
 
-Metric objects are created lazily, once per process, by :func:`serving_metrics` and
-:func:`loop_metrics`: a Ray metric belongs to the worker process that records it.
+Log store (recorded by every ``LogWriter``, cluster/logstore/writer.py, through
+:func:`logstore_metrics`; each process exports its own series):
+
+==================================================  =========  =============================
+ray_twotower_log_buffered_records                   gauge      records this process logged
+                                                               (acknowledged) that are not
+                                                               in PostgreSQL yet
+ray_twotower_log_buffer_bytes                       gauge      bytes in the buffer folder
+                                                               (every writer's; the cap is
+                                                               ``log_buffer_max_bytes``)
+ray_twotower_log_dropped_total                      counter    records not stored: the
+                                                               buffer was full (or its disk
+                                                               failed)
+ray_twotower_log_rejected_total                     counter    records PostgreSQL refused,
+                                                               set aside in rejected.jsonl
+ray_twotower_log_retried_total                      counter    feedback written after
+                                                               waiting for its search
+==================================================  =========  =============================
+
+Metric objects are created lazily, once per process, by :func:`serving_metrics`,
+:func:`loop_metrics` and :func:`logstore_metrics`: a Ray metric belongs to the worker process
+that records it (outside Ray, recording does nothing).
 """
 
 from __future__ import annotations
@@ -69,6 +89,15 @@ class LoopMetrics:
     run_duration_s: Histogram
     last_success_ts: Gauge
     live_version_metric: Gauge
+
+
+@dataclass(frozen=True)
+class LogStoreMetrics:
+    buffered: Gauge
+    buffer_bytes: Gauge
+    dropped: Counter
+    rejected: Counter
+    retried: Counter
 
 
 @lru_cache(maxsize=1)
@@ -136,5 +165,31 @@ def loop_metrics() -> LoopMetrics:
             "twotower_live_version_metric",
             description="Evaluation metrics of the live version (from its metrics.json).",
             tag_keys=("version", "metric"),
+        ),
+    )
+
+
+@lru_cache(maxsize=1)
+def logstore_metrics() -> LogStoreMetrics:
+    return LogStoreMetrics(
+        buffered=Gauge(
+            "twotower_log_buffered_records",
+            description="Logged searches and feedback of this process not in PostgreSQL yet.",
+        ),
+        buffer_bytes=Gauge(
+            "twotower_log_buffer_bytes",
+            description="Bytes held in the log buffer folder (all writers sharing it).",
+        ),
+        dropped=Counter(
+            "twotower_log_dropped_total",
+            description="Log records dropped: the disk buffer was full or its disk failed.",
+        ),
+        rejected=Counter(
+            "twotower_log_rejected_total",
+            description="Log records PostgreSQL refused (kept in rejected.jsonl).",
+        ),
+        retried=Counter(
+            "twotower_log_retried_total",
+            description="Feedback records written after waiting for their search to land.",
         ),
     )

@@ -412,5 +412,23 @@ def simulate(
     typer.echo(sim.summary(trials))
 
 
+# --------------------------------------------------------------------------- fault campaign
+@app.command()
+def chaos(
+    scenario: list[str] = typer.Option(
+        None, "--scenario", "-s", help="Only these: postgresql, encoder, shard, ingress, s3."
+    ),
+    outage_s: float = typer.Option(5.0, "--outage-seconds", min=1, max=60),
+    clients: int = typer.Option(4, "--clients", min=1, max=16),
+) -> None:
+    """Faults under load on the local stack (PostgreSQL and S3 outages, a SIGKILLed replica
+    of each kind); prints what was acknowledged and what reached PostgreSQL."""
+    from cluster.config import get_settings
+    from monitoring.chaos import Plan, main
+
+    plan = Plan(clients=clients, outage_s=outage_s)
+    raise typer.Exit(main(get_settings(), scenario or None, plan, echo=typer.echo))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from cluster.logstore import LogReader
-from cluster.logstore.buffer import DiskBuffer
 from cluster.logstore.migrate import apply_migrations, discover
+from cluster.logstore.wal import WriteAheadLog
 
 
 @pytest.fixture
@@ -77,10 +77,10 @@ def test_a_reader_starts_no_thread_and_leaves_the_buffer_alone(settings, tmp_pat
     """The learning loop reads while the ingress may hold records on disk: a second drainer of
     that folder once lost a click, so reading must not drain, create or even open it."""
     folder = tmp_path / "buffer"
-    left = DiskBuffer(folder, max_bytes=1_000_000)
-    left.append([{"type": "search", "id": str(uuid.uuid4()), "query": "left by the ingress"}])
+    left = WriteAheadLog(folder, max_bytes=1_000_000)
+    left.append({"type": "search", "id": str(uuid.uuid4()), "query": "left by the ingress"})
     left.close()
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     threads = set(threading.enumerate())
 
     with LogReader(settings.model_copy(update={"log_buffer_dir": folder})) as reader:
@@ -90,7 +90,9 @@ def test_a_reader_starts_no_thread_and_leaves_the_buffer_alone(settings, tmp_pat
         reader.list_runs(limit=1)
         assert set(threading.enumerate()) == threads
 
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert {
+        p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    } == before
     assert set(threading.enumerate()) == threads
 
 
