@@ -6,7 +6,8 @@ searches are batched here (``@serve.batch``): one encoder call and one call per 
 whole batch, which spreads Ray's per-call cost over many requests. A batch waits for more
 searches (up to the window) only while another batch is in flight: then company is coming
 and larger batches cost less CPU per search; a lone search goes at once. The search is logged
-through the log store's non-blocking writer after the answer is built.
+before it is answered: the log writer returns once the record is on disk (fsync'd), and
+writes it to PostgreSQL in the background.
 
 Failures are answered, never hung on: a call to the encoder or a shard whose replica died is
 retried once (on another replica), every backend, S3 and PostgreSQL call has a time limit,
@@ -174,7 +175,7 @@ class SearchIngress:
         self.in_flight: Counter[str] = Counter()
         self.recent: OrderedDict[str, Shown] = OrderedDict()
         self.manifests: dict[str, dict] = {}
-        self.log_writer = LogWriter(self.settings)  # searches and feedback, never blocking
+        self.log_writer = LogWriter(self.settings)  # searches and feedback, on disk before answered
         self.log_reader = LogReader(self.settings)  # feedback lookups and /runs
         self.store: ArtifactStore | None = None  # made on first use: S3 may be down now
         timeout = self.settings.dependency_timeout_s
