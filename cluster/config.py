@@ -208,10 +208,15 @@ class Settings(BaseSettings):
         writes into <state_dir>/secrets/ (cluster/servers.py, EmbeddedPostgres.app_dsn)."""
         if self.postgres_dsn:
             return self.postgres_dsn
-        passfile = quote(str(self.state_dir.resolve() / "secrets" / "postgres-app.pgpass"))
+        passfile = quote(str(self.secrets_dir / "postgres-app.pgpass"))
         return (
             f"postgresql://twotower@{self.host}:{self.postgres_port}/twotower?passfile={passfile}"
         )
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Where the local stack keeps the secrets it generates (0700; files 0600)."""
+        return self.state_dir.resolve() / "secrets"
 
     @property
     def s3_address(self) -> str:

@@ -482,8 +482,8 @@ class RayHead:
 
     The head runs with Ray's token authentication: every gRPC call (GCS, raylets, workers,
     Serve replicas' own gRPC servers) and every dashboard request but health checks must
-    carry the token, generated once into `token_file` (0600; by default `secrets/` in the
-    state folder the stack's `env` names). Drivers get it from `cluster.ray_connection`.
+    carry the token, generated once into `token_file` (0600; the stack names the one in its
+    state folder's `secrets/`). Drivers get it from `cluster.ray_connection`.
     """
 
     def __init__(
@@ -501,8 +501,7 @@ class RayHead:
         self.env = env or {}  # extra environment for the head and so for every Ray worker
         self.owned_dirs = owned_dirs  # written by its processes outside temp_dir; gone on stop
         self.temp_dir = Path(temp_dir).resolve()
-        state_dir = self.env.get("TWOTOWER_STATE_DIR")  # the stack passes its settings
-        self.token_file = token_file or self.token_file_for(state_dir or self.temp_dir)
+        self.token_file = token_file or self.token_file_for(self.temp_dir)
         self.port = port
         self.dashboard_port = dashboard_port
         self.num_cpus = num_cpus

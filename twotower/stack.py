@@ -104,7 +104,10 @@ def _postgres(settings: Settings) -> Service:
         host = settings.postgres_dsn.split("@")[-1]  # never print the password
         return Service("postgresql", host, External(check), external=True)
     server = EmbeddedPostgres(
-        settings.state_dir / "postgres", settings.postgres_port, settings.host
+        settings.state_dir / "postgres",
+        settings.postgres_port,
+        settings.host,
+        secrets_dir=settings.secrets_dir,
     )
     return Service("postgresql", server.dsn, server, port=settings.postgres_port)
 
@@ -150,6 +153,7 @@ def _ray(settings: Settings) -> Service:
         metrics_port=settings.metrics_port,
         env={**settings_env(settings), **haproxy_env(settings, settings.state_dir / "haproxy")},
         owned_dirs=(serve_files_dir(settings.state_dir),),  # nothing there without HAProxy
+        token_file=RayHead.token_file_for(settings.state_dir),
     )
     haproxy = (settings.haproxy_stats_port, settings.haproxy_metrics_port)
     return Service(
