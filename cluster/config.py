@@ -144,6 +144,21 @@ class Settings(BaseSettings):
     train_executor: Literal["ray", "local"] = "ray"
     seed: int = 13
 
+    # --- Your own documents (`twotower corpus import`, docs/corpora.md). A row whose text or id
+    # is longer is refused (or left out with --skip-bad): long documents belong split into
+    # passages, and ids are keys, not content.
+    corpus_max_text_chars: int = Field(default=20_000, gt=0)
+    corpus_max_id_chars: int = Field(default=256, gt=0, le=256)  # the log store's id limit
+    # Documents written through the API (PUT/DELETE /documents): the token writes need (local
+    # mode generates one into <state_dir>/secrets/api-write.token; production must set it),
+    # an optional token searches then need too, how big a batch may be, and how often shard
+    # replicas look for new writes (a write is searchable within about twice this).
+    api_write_token: SecretStr | None = None
+    api_read_token: SecretStr | None = None
+    documents_max_batch: int = Field(default=1000, gt=0)
+    documents_max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    documents_poll_s: float = Field(default=0.5, gt=0)
+
     # --- Learning loop.
     reinforce_interval_s: int = 600
     reinforce_min_events: int = 50
@@ -191,6 +206,7 @@ class Settings(BaseSettings):
                     ("TWOTOWER_S3_ENDPOINT", self.s3_endpoint),
                     ("TWOTOWER_S3_ACCESS_KEY", self.s3_access_key),
                     ("TWOTOWER_S3_SECRET_KEY", self.s3_secret_key),
+                    ("TWOTOWER_API_WRITE_TOKEN", self.api_write_token),
                 )
                 if not value
             ]
@@ -212,6 +228,11 @@ class Settings(BaseSettings):
         return (
             f"postgresql://twotower@{self.host}:{self.postgres_port}/twotower?passfile={passfile}"
         )
+
+    @property
+    def write_token_file(self) -> Path:
+        """Where local mode keeps the generated API write token."""
+        return self.secrets_dir / "api-write.token"
 
     @property
     def secrets_dir(self) -> Path:

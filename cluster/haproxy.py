@@ -15,6 +15,16 @@ settings (``haproxy_timeout_*``). The wrapper also closes the folder of the conf
 sockets (700) and the sockets already in it (600): only Serve, running as the same user,
 talks to them. Its ports are settings, so two stacks on one machine do not collide on them.
 
+HAProxy retries a request whose replica died (``haproxy_env``): Serve's template renders
+``option redispatch 1`` and ``retry-on`` / ``retries`` in ``defaults`` from
+``RAY_SERVE_HAPROXY_RETRY_ON`` (Serve's default ``conn-failure``: only a connection that never
+opened is replayed) and ``RAY_SERVE_HAPROXY_RETRIES`` (default unset: HAProxy's own 3),
+``ray/serve/_private/constants.py``. The stack adds ``empty-response``, so a request whose
+ingress replica was killed before answering is replayed on the other one instead of failing,
+with five tries: ``leastconn`` keeps choosing the dead replica, which holds no connections,
+until Serve's ``observe`` marks it down after three errors. The price: a request the replica
+had already acted on may run twice (a search logged twice, rarely a feedback event).
+
 Serve keeps HAProxy's configuration, sockets and server state in ``/tmp/haproxy-serve/<node
 id>/`` and never removes them, so every Ray start left one more folder there. The stack points
 them at a folder of its own (:func:`serve_files_dir`), which the Ray head removes when it
@@ -104,6 +114,16 @@ def serve_files_dir(state_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"tt-haproxy-{digest}"
 
 
+# HAProxy replays a request on another replica when the connection failed or the replica
+# closed it without answering (it crashed); five tries, each redispatched (module docstring).
+# Read by Serve's proxy when it renders HAProxy's configuration, so they go into the
+# environment of the Ray head, which every Serve actor inherits.
+HAPROXY_RETRY = {
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+    "RAY_SERVE_HAPROXY_RETRIES": "5",
+}
+
+
 def haproxy_env(settings: Settings, folder: Path) -> dict[str, str]:
     """Serve's switches for a Ray head we start with the HAProxy front door, else nothing."""
     if not settings.serve_haproxy:
@@ -121,4 +141,5 @@ def haproxy_env(settings: Settings, folder: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port),
+        **HAPROXY_RETRY,
     }

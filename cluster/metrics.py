@@ -81,6 +81,8 @@ class ServingMetrics:
     index_size: Gauge
     live_version: Gauge
     feedback: Counter
+    documents_written: Counter
+    documents_applied_lag_s: Histogram
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,17 @@ def serving_metrics() -> ServingMetrics:
             "twotower_feedback_total",
             description="Feedback events accepted by the API.",
             tag_keys=("kind",),
+        ),
+        documents_written=Counter(
+            "twotower_documents_written_total",
+            description="Documents upserted or deleted through the API (acknowledged).",
+            tag_keys=("op",),
+        ),
+        documents_applied_lag_s=Histogram(
+            "twotower_documents_applied_lag_seconds",
+            description="From a document write's commit to a shard replica applying it, in s.",
+            boundaries=[0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30],
+            tag_keys=("shard",),
         ),
     )
 

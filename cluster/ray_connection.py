@@ -8,6 +8,8 @@ switch is set when the ``cluster`` package is imported (cluster/__init__.py).
 from __future__ import annotations
 
 import os
+import socket
+import time
 from pathlib import Path
 
 import ray
@@ -21,17 +23,33 @@ from cluster.processes import port_in_use
 from cluster.servers import RayHead
 
 NAMESPACE = "twotower"
+PROBE_TIMEOUT_S = 2.0  # one TCP connect to the head's GCS port (loopback refuses at once)
 
 
-def connect(settings: Settings, *, start_local: bool = False, quiet: bool = False) -> bool:
+class RayUnreachable(ConnectionError):
+    """Nothing accepts connections on the Ray head's GCS port."""
+
+
+def connect(
+    settings: Settings, *, start_local: bool = False, quiet: bool = False, wait_s: float = 0.0
+) -> bool:
     """Join the configured Ray cluster, else the local stack's head; with ``start_local``,
     start a private in-process Ray when neither is there (training outside the stack).
     ``quiet`` keeps the workers' output out of this process (control commands; training wants
-    its workers' progress). A no-op when already connected. Returns True if it started Ray."""
+    its workers' progress). A no-op when already connected. Returns True if it started Ray.
+
+    The head's GCS port is tried first with a plain TCP connect: when nothing listens there,
+    :class:`RayUnreachable` says so within seconds. ``ray.init`` takes no timeout and would
+    retry for about 14 minutes: Ray 2.60 makes ``RAY_NUM_REDIS_GET_RETRIES`` (20) tries to
+    build its ``GcsClient`` (``ray/_private/node.py``), each about 41 s here (5 s connect
+    timeouts and ``py_gcs_connect_timeout_s``, 30 s). ``wait_s`` is how long to keep trying for
+    a head that is still starting (its port not open yet); once the port is open, ``ray.init``
+    waits for the GCS behind it as before."""
     if ray.is_initialized():
         return False
     joinable = settings.ray_address or port_in_use(settings.host, settings.ray_port)
     if joinable or not start_local:
+        wait_for_head(settings.ray_connect_address, wait_s)
         _authenticate(settings)
         ray.init(
             address=settings.ray_connect_address,
@@ -54,6 +72,37 @@ def connect(settings: Settings, *, start_local: bool = False, quiet: bool = Fals
                 raise
             ray.shutdown()
     return True
+
+
+def _gcs_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) that a ``ray.init`` address connects to first, None when it names none
+    ("auto", "local")."""
+    hostport = address.split("://", 1)[-1].split("/", 1)[0]  # ray://host:port too
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def wait_for_head(address: str, wait_s: float = 0.0) -> None:
+    """Return once something accepts TCP connections at ``address`` (the head's GCS port);
+    keep trying for ``wait_s`` seconds, then raise :class:`RayUnreachable`."""
+    endpoint = _gcs_endpoint(address)
+    if endpoint is None:
+        return
+    deadline = time.monotonic() + max(wait_s, 0.0)
+    while True:
+        try:
+            with socket.create_connection(endpoint, timeout=PROBE_TIMEOUT_S):
+                return
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            if time.monotonic() >= deadline:
+                waited = f" after waiting {wait_s:g}s" if wait_s > 0 else ""
+                raise RayUnreachable(
+                    f"no Ray head accepts connections at {address}{waited} ({reason.lower()})"
+                ) from err
+        time.sleep(min(0.5, max(deadline - time.monotonic(), 0.0)))
 
 
 def _authenticate(settings: Settings) -> None:

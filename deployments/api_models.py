@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from cluster.config import get_settings
+from cluster.logstore.records import MAX_DOC_ID_CHARS
 
 _settings = get_settings()
 MAX_K = _settings.max_k
 MAX_QUERY_CHARS = _settings.max_query_chars
 MAX_LIMIT = 200  # rows of /versions and /runs
-MAX_PID = 2**53 - 1  # the largest integer every JSON reader (and float) keeps exactly
 
 # Every character Python's str.isspace() or JSON Schema's (ECMA-262) \s calls whitespace:
 # the ingress strips exactly these, and the schema's pattern needs one character outside them.
@@ -32,7 +32,7 @@ WHITESPACE = (
 NOT_BLANK = "[^" + "".join(f"\\u{ord(ch):04x}" for ch in WHITESPACE) + "]"
 
 # (low, high) of each bounded integer field, for the error message that names both.
-BOUNDS = {"k": (1, MAX_K), "limit": (1, MAX_LIMIT), "pid": (0, MAX_PID)}
+BOUNDS = {"k": (1, MAX_K), "limit": (1, MAX_LIMIT)}
 
 
 def _whole_number(value: Any) -> Any:
@@ -54,7 +54,9 @@ class ErrorBody(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not UTF-8 JSON, or is too deep."},
-    404: {"model": ErrorBody, "description": "Unknown route, search_id, or pid of that search."},
+    401: {"model": ErrorBody, "description": "The route needs a token and none was sent."},
+    403: {"model": ErrorBody, "description": "The token sent is not the right one."},
+    404: {"model": ErrorBody, "description": "Unknown route, search_id, or doc_id of that search."},
     413: {"model": ErrorBody, "description": "The body is larger than the limit."},
     415: {"model": ErrorBody, "description": "The body is not sent as application/json."},
     422: {
@@ -75,7 +77,7 @@ SEARCH_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "operationId": "feedback",
                 "requestBody": {
                     "search_id": "$response.body#/search_id",
-                    "pid": "$response.body#/results/0/pid",
+                    "doc_id": "$response.body#/results/0/doc_id",
                     "kind": "click",
                 },
             }
@@ -101,7 +103,7 @@ class SearchRequest(BaseModel):
 
 
 class SearchResult(BaseModel):
-    pid: int
+    doc_id: str = Field(description="The document's id, as its corpus names it.")
     rank: int
     score: float
     text: str
@@ -119,7 +121,9 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     search_id: uuid.UUID
-    pid: JsonInt = Field(ge=0, le=MAX_PID, strict=True)
+    doc_id: str = Field(
+        min_length=1, max_length=MAX_DOC_ID_CHARS, description="A doc_id that search showed."
+    )
     kind: Literal["click", "relevant", "not_relevant"]
 
 
@@ -132,12 +136,21 @@ class HealthResponse(BaseModel):
     version: str
 
 
+class CorpusInfo(BaseModel):
+    name: str
+    snapshot: str | None = None
+    count: int | None = Field(None, description="How many documents the live version indexes.")
+
+
 class VersionResponse(BaseModel):
     version: str
     created_at: str | None
     parent: str | None
     metrics: dict[str, Any]
     shards: int
+    corpus: CorpusInfo | None = Field(
+        None, description="The corpus the live version searches (None: its manifest predates it)."
+    )
 
 
 class VersionRow(BaseModel):
@@ -155,3 +168,48 @@ class VersionsResponse(BaseModel):
 
 class RunsResponse(BaseModel):
     runs: list[dict[str, Any]]
+
+
+class DocumentIn(BaseModel):
+    """A document to write: its id in the corpus, and its text (what is searched)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=MAX_DOC_ID_CHARS)
+    text: str = Field(min_length=1, max_length=_settings.corpus_max_text_chars)
+    title: str | None = Field(None, max_length=_settings.corpus_max_text_chars)
+    url: str | None = Field(None, max_length=2048)
+    metadata: dict[str, Any] | None = None
+
+
+class DocumentsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[DocumentIn] = Field(
+        min_length=1,
+        max_length=_settings.documents_max_batch,
+        description="Upserted as one batch: all of them, or (on any error) none.",
+    )
+
+
+class DocumentsWritten(BaseModel):
+    corpus: str
+    written: int
+    seq: int = Field(description="The document log's sequence number of the last write.")
+
+
+class DocumentDeleted(BaseModel):
+    corpus: str
+    deleted: str
+    seq: int
+
+
+class DocumentOut(BaseModel):
+    id: str
+    text: str = Field(description="The searched text (title and text, as encoded).")
+    title: str | None = None
+    url: str | None = None
+    metadata: dict[str, Any] | None = None
+    source: Literal["corpus", "api"] = Field(
+        description="corpus: indexed by the live version; api: written since it was built."
+    )

@@ -29,10 +29,13 @@ REPLICA_CPUS = 0.1  # logical CPUs per replica: each replica runs one thread any
 CODE_FILES = (
     "deployments",
     "cluster/__init__.py",
+    "cluster/api_tokens.py",
     "cluster/artifacts.py",
     "cluster/config.py",
+    "cluster/corpora",
     "cluster/logstore",
     "cluster/metrics.py",
+    "cluster/processes.py",
     "cluster/ray_connection.py",
     "training/__init__.py",
     "training/fusion.py",
@@ -164,7 +167,7 @@ def build_app(args: dict | None = None):
 
     encoder = configured(QueryEncoderDeployment, ENCODER).bind()
     shards = [
-        configured(IndexShardDeployment, shard_name(i)).bind(i)
+        configured(IndexShardDeployment, shard_name(i)).bind(i, encoder)
         for i in range(num_shards)
         if shard_name(i) in options
     ]

@@ -21,7 +21,7 @@ from ray import serve
 from cluster.config import get_settings
 from cluster.metrics import serving_metrics
 from deployments.versions import local_copy
-from training.model import QueryEncoder
+from training.model import PassageEncoder, QueryEncoder
 
 log = logging.getLogger("ray.serve")
 
@@ -40,6 +40,7 @@ class QueryEncoderDeployment:
         torch.set_num_threads(1)  # one core per replica: replicas, not threads, add throughput
         self.settings = get_settings()
         self.encoders: dict[str, QueryEncoder] = {}
+        self.passage_encoders: dict[str, PassageEncoder] = {}  # loaded when first asked
         self.metrics = serving_metrics()
         self.max_batch_size = self.settings.encoder_batch_size
 
@@ -53,6 +54,7 @@ class QueryEncoderDeployment:
                 log.info("QueryEncoder loaded version %s", version)
         for version in [v for v in self.encoders if v not in wanted]:
             del self.encoders[version]
+            self.passage_encoders.pop(version, None)
             log.info("QueryEncoder unloaded version %s", version)
         self.max_batch_size = int(config.get("max_batch_size", self.settings.encoder_batch_size))
         self._encode_batch.set_max_batch_size(self.max_batch_size)
@@ -71,6 +73,16 @@ class QueryEncoderDeployment:
         chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
         parts = await asyncio.gather(*(self._encode_batch((version, c)) for c in chunks))
         return np.concatenate(parts)
+
+    async def encode_passages(self, version: str, texts: list[str]) -> np.ndarray:
+        """Vectors of documents written through the API, by ``version``'s passage tower (as
+        its index encoded the rest); the shards ask, off the search path."""
+        if version not in self.encoders:
+            raise UnknownVersion(f"version {version} is not loaded (have {self.loaded_versions()})")
+        if version not in self.passage_encoders:
+            folder = await asyncio.to_thread(local_copy, self.settings, version)
+            self.passage_encoders[version] = await asyncio.to_thread(PassageEncoder.load, folder)
+        return await asyncio.to_thread(self.passage_encoders[version].encode, texts)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, batch_size_fn=_queries_in)
     async def _encode_batch(self, items: list[tuple[str, list[str]]]) -> list[np.ndarray]:

@@ -72,12 +72,42 @@ async def _validation_error(request: Request, err: RequestValidationError) -> JS
     return JSONResponse(status_code=422, content={"detail": validation_message(err)})
 
 
-async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+async def _http_error(
+    request: Request, err: StarletteHTTPException, routes: list | None = None
+) -> JSONResponse:
     detail = err.detail
     if err.status_code == 400 and detail == "There was an error parsing the body":
         detail = "the request body could not be read as JSON"
     headers = getattr(err, "headers", None)  # 405 carries Allow
+    if err.status_code == 405 and (allowed := _allowed(request, routes or [])):
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
     return JSONResponse(status_code=err.status_code, content={"detail": detail}, headers=headers)
+
+
+def _allowed(request: Request, routes: list) -> list[str]:
+    """Every method some route of this path takes: Starlette names only the first route's,
+    and /documents/{id} has two (GET and DELETE)."""
+    path, root = request.scope.get("path", ""), request.scope.get("root_path", "").rstrip("/")
+    paths = {path, path[len(root) :] if root and path.startswith(root + "/") else path}
+    methods: set[str] = set()
+    for route in _leaves(routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and any(regex.match(p) for p in paths):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def _leaves(routes: list):
+    """Every route, through included routers (FastAPI keeps them nested, as Serve includes the
+    ingress's routes)."""
+    for route in routes:
+        nested = getattr(getattr(route, "original_router", None), "routes", None)
+        if nested is None:
+            nested = getattr(route, "routes", None)
+        if nested is not None:
+            yield from _leaves(nested)
+        else:
+            yield route
 
 
 async def _unavailable(request: Request, err: ServiceUnavailable) -> JSONResponse:
@@ -92,6 +122,10 @@ async def _bug(request: Request, err: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return await _http_error(request, err, app.router.routes)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(Exception, _bug)

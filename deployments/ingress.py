@@ -40,6 +40,8 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster.artifacts import ArtifactStore
 from cluster.config import get_settings
+from cluster.corpora.document_log import DocumentLog
+from cluster.corpora.documents import SHIPPED_CORPUS
 from cluster.logstore import FeedbackRecord, LogReader, LogWriter, ResultItem, SearchRecord
 from cluster.metrics import serving_metrics
 from deployments.api_models import (
@@ -47,6 +49,10 @@ from deployments.api_models import (
     MAX_LIMIT,
     SEARCH_RESPONSES,
     WHITESPACE,
+    DocumentDeleted,
+    DocumentOut,
+    DocumentsRequest,
+    DocumentsWritten,
     FeedbackRequest,
     FeedbackResponse,
     HealthResponse,
@@ -65,6 +71,7 @@ from deployments.dependencies import (
     Service,
     fast_artifact_store,
 )
+from deployments.documents import Tokens, to_documents
 from deployments.errors import ServiceUnavailable, install_error_handlers
 from deployments.limits import BodyGuard, TokenBuckets, client_key
 from deployments.merge import Hit, fuse_hits, merge_topk
@@ -73,11 +80,11 @@ from training.fusion import FUSION_DEPTH
 log = logging.getLogger("ray.serve")
 
 CONCURRENT_BATCHES = 4  # batches in flight per ingress replica: encode one while another searches
-RECENT_SEARCHES = 50_000  # search_id -> shown pids kept in memory for instant feedback checks
+RECENT_SEARCHES = 50_000  # search_id -> shown doc_ids kept in memory for instant feedback checks
 FEEDBACK_LOOKUP_WAIT_S = 1.0  # a search may still sit in the log store's write queue
 DRAIN_TIMEOUT_S = 60.0
 BACKEND = "search backend"
-ROUTES = {"/search", "/feedback", "/healthz", "/version", "/versions", "/runs"}
+ROUTES = {"/search", "/feedback", "/documents", "/healthz", "/version", "/versions", "/runs"}
 
 _settings = get_settings()
 app = FastAPI(
@@ -123,6 +130,7 @@ app.add_middleware(
     max_bytes=_settings.max_body_bytes,
     max_depth=_settings.max_json_depth,
     max_number_chars=_settings.max_json_number_chars,
+    larger={"/documents": _settings.documents_max_body_bytes},
 )
 app.add_middleware(MetricsMiddleware)  # outermost: it also counts what BodyGuard refuses
 
@@ -158,10 +166,10 @@ async def call_backend(method, *args: Any, timeout_s: float) -> Any:
 
 
 class Shown(NamedTuple):
-    """What a search showed: its session (None without one) and pid -> rank."""
+    """What a search showed: its session (None without one) and doc_id -> rank."""
 
     session_id: str | None
-    ranks: dict[int, int]
+    ranks: dict[str, int]
 
 
 @serve.deployment(name="SearchIngress")
@@ -177,6 +185,8 @@ class SearchIngress:
         self.manifests: dict[str, dict] = {}
         self.log_writer = LogWriter(self.settings)  # searches and feedback, on disk before answered
         self.log_reader = LogReader(self.settings)  # feedback lookups and /runs
+        self.documents = DocumentLog(self.settings)  # documents written through the API
+        self.tokens = Tokens(self.settings)
         self.store: ArtifactStore | None = None  # made on first use: S3 may be down now
         timeout = self.settings.dependency_timeout_s
         self.s3 = Service(S3, timeout, S3_FAILURES)
@@ -228,7 +238,8 @@ class SearchIngress:
     @app.post(
         "/search", response_model=SearchResponse, responses=SEARCH_RESPONSES, operation_id="search"
     )
-    async def search(self, body: SearchRequest) -> SearchResponse:
+    async def search(self, body: SearchRequest, request: Request) -> SearchResponse:
+        self.tokens.require_read(request)
         started = time.perf_counter()
         query = check_query(body.query, self.settings.max_query_chars)
         mode = body.mode or self.settings.default_mode
@@ -238,12 +249,16 @@ class SearchIngress:
         hits = await self._search_batched(version, query, body.k, mode)
         search_id = str(uuid.uuid4())
         results = [
-            SearchResult(pid=pid, rank=rank, score=score, text=text)
-            for rank, (score, pid, text) in enumerate(hits, 1)
+            SearchResult(doc_id=doc_id, rank=rank, score=score, text=text)
+            for rank, (score, doc_id, text) in enumerate(hits, 1)
         ]
         latency_ms = (time.perf_counter() - started) * 1000
-        self._remember(search_id, Shown(body.session_id, {r.pid: r.rank for r in results}))
-        self._log_search(search_id, body.session_id, query, version, mode, latency_ms, results)
+        self._remember(search_id, Shown(body.session_id, {r.doc_id: r.rank for r in results}))
+        record = self._search_record(
+            search_id, body.session_id, query, version, mode, latency_ms, results
+        )
+        # On disk (fsync'd) before the answer, off the event loop so other requests go on.
+        await asyncio.to_thread(self.log_writer.log_search, record)
         return SearchResponse(
             search_id=search_id,
             version=version,
@@ -267,22 +282,21 @@ class SearchIngress:
         finally:
             self.in_flight[version] -= 1
 
-    def _log_search(self, search_id, session_id, query, version, mode, latency_ms, results):
+    @staticmethod
+    def _search_record(search_id, session_id, query, version, mode, latency_ms, results):
         items = [
-            ResultItem(pid=r.pid, rank=r.rank, score=r.score)
+            ResultItem(doc_id=r.doc_id, rank=r.rank, score=r.score)
             for r in results
             if math.isfinite(r.score)
         ]
-        self.log_writer.log_search(
-            SearchRecord(
-                id=uuid.UUID(search_id),
-                session_id=session_id,
-                query=query,
-                model_version=version,
-                mode=mode,
-                latency_ms=latency_ms,
-                results=items,
-            )
+        return SearchRecord(
+            id=uuid.UUID(search_id),
+            session_id=session_id,
+            query=query,
+            model_version=version,
+            mode=mode,
+            latency_ms=latency_ms,
+            results=items,
         )
 
     @serve.batch(
@@ -349,23 +363,26 @@ class SearchIngress:
         operation_id="feedback",
     )
     async def feedback(self, body: FeedbackRequest, request: Request) -> FeedbackResponse:
+        self.tokens.require_read(request)
         client = client_key(request.scope, self.settings.client_ip_header)
         if not self.client_limit.allow(client):
             raise self._too_much("this client", self.client_limit)
         shown = await self._shown(str(body.search_id))
         if shown is None:
             raise HTTPException(404, f"unknown search_id {body.search_id}")
-        if body.pid not in shown.ranks:  # a result that does not exist, like an unknown search
+        if body.doc_id not in shown.ranks:  # a result that does not exist, like an unknown search
             raise HTTPException(
-                404, f"pid {body.pid} was not among the results of search {body.search_id}"
+                404, f"doc_id {body.doc_id!r} was not among the results of search {body.search_id}"
             )
         if not self.session_limit.allow(shown.session_id or str(body.search_id)):
             raise self._too_much("this session", self.session_limit)
-        self.log_writer.log_feedback(
-            FeedbackRecord(
-                search_id=body.search_id, pid=body.pid, kind=body.kind, rank=shown.ranks[body.pid]
-            )
+        record = FeedbackRecord(
+            search_id=body.search_id,
+            doc_id=body.doc_id,
+            kind=body.kind,
+            rank=shown.ranks[body.doc_id],
         )
+        await asyncio.to_thread(self.log_writer.log_feedback, record)
         self.metrics.feedback.inc(1, tags={"kind": body.kind})
         return FeedbackResponse(ok=True)
 
@@ -387,10 +404,85 @@ class SearchIngress:
         while True:
             record = await self.postgres.call(self.log_reader.get_search, search_id)
             if record is not None:
-                return Shown(record.session_id, {r.pid: r.rank for r in record.results})
+                return Shown(record.session_id, {r.doc_id: r.rank for r in record.results})
             if time.monotonic() > deadline:
                 return None
             await asyncio.sleep(0.1)
+
+    # ------------------------------------------------------------------ documents
+    @app.put(
+        "/documents",
+        response_model=DocumentsWritten,
+        responses=ERROR_RESPONSES,
+        operation_id="put_documents",
+    )
+    async def put_documents(self, body: DocumentsRequest, request: Request) -> DocumentsWritten:
+        """Upsert a batch into the live corpus: durable once answered, searchable within
+        seconds on every shard replica."""
+        self.tokens.require_write(request)
+        documents = to_documents(body.documents, self.settings)
+        corpus = await self._live_corpus()
+        seq = await self.postgres.call(self.documents.write, corpus, documents, [])
+        self.metrics.documents_written.inc(len(documents), tags={"op": "upsert"})
+        return DocumentsWritten(corpus=corpus, written=len(documents), seq=seq)
+
+    @app.delete(
+        "/documents/{doc_id:path}",
+        response_model=DocumentDeleted,
+        responses=ERROR_RESPONSES,
+        operation_id="delete_document",
+    )
+    async def delete_document(self, doc_id: str, request: Request) -> DocumentDeleted:
+        self.tokens.require_write(request)
+        corpus, _ = await self._existing(doc_id)
+        seq = await self.postgres.call(self.documents.write, corpus, [], [doc_id])
+        self.metrics.documents_written.inc(1, tags={"op": "delete"})
+        return DocumentDeleted(corpus=corpus, deleted=doc_id, seq=seq)
+
+    @app.get(
+        "/documents/{doc_id:path}",
+        response_model=DocumentOut,
+        responses=ERROR_RESPONSES,
+        operation_id="get_document",
+    )
+    async def get_document(self, doc_id: str, request: Request) -> DocumentOut:
+        self.tokens.require_read(request)
+        _, document = await self._existing(doc_id)
+        return document
+
+    async def _existing(self, doc_id: str) -> tuple[str, DocumentOut]:
+        """(the live corpus, the document as it stands there), or a 404."""
+        corpus = await self._live_corpus()
+        document = await self._find(corpus, doc_id)
+        if document is None:
+            raise HTTPException(404, f"no document {doc_id!r} in corpus {corpus!r}")
+        return corpus, document
+
+    async def _live_corpus(self) -> str:
+        live = self.live
+        if live is None:
+            raise HTTPException(503, "no model version is loaded yet")
+        corpus = (await self._manifest(live)).get("corpus") or {}
+        return corpus.get("name", SHIPPED_CORPUS)
+
+    async def _find(self, corpus: str, doc_id: str) -> DocumentOut | None:
+        """A document as it stands: its last write through the API, else the live version's
+        copy (None: unknown, or deleted)."""
+        last = await self.postgres.call(self.documents.latest, corpus, doc_id)
+        if last is not None:
+            doc = last.document
+            if doc is None:
+                return None
+            return DocumentOut(
+                id=doc.id, text=doc.passage, title=doc.title, url=doc.url,
+                metadata=doc.metadata, source="api",
+            )  # fmt: skip
+        timeout = self.settings.backend_timeout_s
+        texts = await asyncio.gather(
+            *(call_backend(s.get, self.live, doc_id, timeout_s=timeout) for s in self.shards)
+        )
+        text = next((t for t in texts if t is not None), None)
+        return None if text is None else DocumentOut(id=doc_id, text=text, source="corpus")
 
     # ------------------------------------------------------------------ status
     @app.get("/healthz", response_model=HealthResponse, responses=ERROR_RESPONSES)
@@ -411,6 +503,7 @@ class SearchIngress:
             parent=manifest.get("parent"),
             metrics=manifest.get("metrics", {}),
             shards=len(self.shards),
+            corpus=manifest.get("corpus"),
         )
 
     def _artifacts(self) -> ArtifactStore:

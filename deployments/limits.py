@@ -109,9 +109,17 @@ class BodyGuard:
     """ASGI middleware: reads the body first (at most ``max_bytes``), refuses it with 413, 415
     or 400 and a sentence, and otherwise hands the same bytes on to the app."""
 
-    def __init__(self, app, max_bytes: int, max_depth: int, max_number_chars: int) -> None:
+    def __init__(
+        self,
+        app,
+        max_bytes: int,
+        max_depth: int,
+        max_number_chars: int,
+        larger: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}  # path prefix -> its own limit (document batches)
         self.max_depth = max_depth
         self.max_number_chars = max_number_chars
 
@@ -133,11 +141,11 @@ class BodyGuard:
         await self.app(scope, _replay(body, receive), send)
 
     async def _read(self, scope, receive) -> bytes | None:
-        too_large = BodyRejected(
-            413, f"the request body is larger than {self.max_bytes} bytes, the limit"
-        )
+        path = scope.get("path", "")
+        limit = next((n for p, n in self.larger.items() if path.startswith(p)), self.max_bytes)
+        too_large = BodyRejected(413, f"the request body is larger than {limit} bytes, the limit")
         declared = _declared_length(scope)
-        if declared is not None and declared > self.max_bytes:
+        if declared is not None and declared > limit:
             raise too_large
         chunks, size, more = [], 0, True
         while more:
@@ -146,7 +154,7 @@ class BodyGuard:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > limit:
                 raise too_large
             chunks.append(chunk)
             more = message.get("more_body", False)

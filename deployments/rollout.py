@@ -91,6 +91,16 @@ def rollback(settings: Settings | None = None) -> str:
     return target
 
 
+def app_is_running(settings: Settings) -> bool:
+    """True when this stack's Serve app is deployed: a newly published version should then
+    be rolled out."""
+    try:
+        connect(settings, quiet=True)
+    except ConnectionError:  # no Ray head: nothing serves
+        return False
+    return current_config() is not None
+
+
 def deploy(settings: Settings | None = None) -> None:
     """Deploy the app, or refresh it: a running app moves to the target version through a
     rollout (zero downtime); a fresh one starts with the target version loaded."""

@@ -1,13 +1,20 @@
-"""Apply a Serve config to the running cluster and read back what each deployment runs."""
+"""Apply a Serve config to the running cluster and read back what each deployment runs.
+
+Serve takes a config's ``http_options`` (host, port, ``request_timeout_s``) only when it
+starts: a Serve already running keeps its own and ignores the new ones (Ray's
+``serve_start``), so :func:`apply` says so instead of leaving the old timeout silently."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from ray.serve.schema import ServeDeploySchema
 
 from cluster.ray_connection import serve_client
 from deployments.app import APP_NAME
+
+log = logging.getLogger(__name__)
 
 
 def serve_details() -> dict | None:
@@ -39,9 +46,27 @@ def _reached(app: dict, wanted: dict) -> bool:
     )
 
 
+def ignored_http_options(running, wanted: dict) -> dict[str, tuple]:
+    """{field: (running, wanted)} of the wanted http_options a running Serve (its
+    ``HTTPOptions``) does not have; they take effect only when Serve starts again."""
+    return {
+        name: (getattr(running, name, None), value)
+        for name, value in wanted.items()
+        if getattr(running, name, None) != value
+    }
+
+
 def apply(config: dict, timeout_s: float = 600.0) -> None:
-    """Submit a Serve config and wait until every replica runs it (user_config applied)."""
+    """Submit a Serve config and wait until every replica runs it (user_config applied).
+    Serve starts with the config's http_options if it is not running yet."""
     client = serve_client(config["http_options"], start=True)
+    ignored = ignored_http_options(client.http_config, config["http_options"])
+    if ignored:
+        log.warning(
+            "Serve is already running with other HTTP options, which it keeps until it "
+            "restarts (`twotower down` then `up`): %s",
+            ", ".join(f"{name} {old!r}, not {new!r}" for name, (old, new) in ignored.items()),
+        )
     client.deploy_apps(ServeDeploySchema.model_validate(config))
     wanted = {d["name"]: d.get("user_config") for d in config["applications"][0]["deployments"]}
     deadline = time.monotonic() + timeout_s

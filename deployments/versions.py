@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cluster.artifacts import ArtifactStore
 from cluster.config import Settings
+from cluster.corpora.documents import SHIPPED_CORPUS
 
 
 class NoVersionError(RuntimeError):
@@ -34,3 +35,12 @@ def target_version(settings: Settings, store: ArtifactStore | None = None) -> st
 def local_copy(settings: Settings, version: str) -> Path:
     """A verified local folder of ``version`` (downloaded once per node, then cached)."""
     return ArtifactStore.from_settings(settings).download(version)
+
+
+def corpus_of(settings: Settings, version: str) -> tuple[str, int]:
+    """(corpus name, documents watermark) of ``version``: the corpus whose API writes apply to
+    it, and the last document-log seq its index holds. Versions made before corpora had names
+    index the shipped MS MARCO subset and no logged write."""
+    extra = ArtifactStore.from_settings(settings).manifest(version).extra
+    corpus = extra.get("corpus") or {}
+    return corpus.get("name", SHIPPED_CORPUS), int(extra.get("documents_watermark", 0))

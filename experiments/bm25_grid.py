@@ -21,7 +21,7 @@ def tune(
     tokens = analyse(collection.texts, show_progress=True)
     rows = []
     for k1, b in itertools.product(k1_grid, b_grid):
-        index = BM25Index.from_tokens(collection.pids, tokens, BM25Config(k1=k1, b=b))
+        index = BM25Index.from_tokens(collection.ids, tokens, BM25Config(k1=k1, b=b))
         rows.append({"k1": k1, "b": b, **evaluate_run(index.run(queries), qrels)})
         print(json.dumps(rows[-1]), flush=True)
     return sorted(rows, key=lambda r: -r["MRR@10"])

@@ -33,11 +33,11 @@ NEGATIVES = ("skip-above", "random")
 def oracle_triplets(
     queries: Mapping[str, str],
     qrels: Mapping[str, Mapping[str, int]],
-    ranking: Mapping[str, list[int]],
+    ranking: Mapping[str, list[str]],
     *,
     negatives: str = "skip-above",
     per_query: int = 3,
-    pool: Sequence[int] = (),
+    pool: Sequence[str] = (),
 ) -> list[Triplet]:
     """(query, judged passage, negative) for every trainable judged query, weight 1.
 
@@ -49,7 +49,7 @@ def oracle_triplets(
     guard = untrainable_queries()
     triplets = []
     for qid, text in queries.items():
-        positives = {int(pid) for pid, rel in qrels.get(qid, {}).items() if rel > 0}
+        positives = {doc_id for doc_id, rel in qrels.get(qid, {}).items() if rel > 0}
         if not positives or query_key(text) in guard:
             continue
         if negatives == "skip-above":
@@ -95,7 +95,7 @@ def run(
         dense_ranking(live_dir, queries) if negatives == "skip-above" else {},
         negatives=negatives,
         per_query=per_query,
-        pool=collection.pids,
+        pool=collection.ids,
     )
     if control:
         taught = replay_examples(len(triplets), collection.texts, settings.seed + 1)

@@ -28,18 +28,18 @@ from training.index import load_shards
 DEPTH = 100
 
 
-def student_passages(version_dir: Path, pids: list[int]) -> np.ndarray:
-    """The version's indexed passage vectors, in the order of ``pids`` (flat shards only)."""
-    rows: dict[int, np.ndarray] = {}
+def student_passages(version_dir: Path, ids: list[str]) -> np.ndarray:
+    """The version's indexed passage vectors, in the order of ``ids`` (flat shards only)."""
+    rows: dict[str, np.ndarray] = {}
     for shard in load_shards(version_dir):
         if not isinstance(shard.index, faiss.IndexFlat):
             raise ValueError("the teacher gap reads vectors back from flat shards only")
         vectors = shard.index.reconstruct_n(0, shard.index.ntotal)
-        rows.update(zip(shard.pids.tolist(), vectors, strict=True))
-    missing = [p for p in pids if p not in rows]
+        rows.update(zip(shard.ids.tolist(), vectors, strict=True))
+    missing = [d for d in ids if d not in rows]
     if missing:
         raise ValueError(f"{len(missing)} corpus passages are not in this version's index")
-    return np.stack([rows[p] for p in pids])
+    return np.stack([rows[d] for d in ids])
 
 
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -50,7 +50,7 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
 def gap_table(
     queries: dict[str, np.ndarray],
     passages: dict[str, np.ndarray],
-    pids: list[int],
+    ids: list[str],
     qids: list[str],
     qrels: dict[str, dict[str, int]],
 ) -> dict[str, dict[str, float]]:
@@ -61,7 +61,7 @@ def gap_table(
         index.add(np.ascontiguousarray(p_vectors, dtype=np.float32))
         for q_name, q_vectors in queries.items():
             scores, rows = index.search(np.ascontiguousarray(q_vectors, dtype=np.float32), DEPTH)
-            run = run_from_results(qids, np.asarray(pids)[rows], scores)
+            run = run_from_results(qids, np.asarray(ids, dtype=object)[rows], scores)
             table[f"{q_name} queries × {p_name} passages"] = evaluate_run(run, qrels)
     return table
 
@@ -78,7 +78,7 @@ def main(version_dir: Path) -> None:
     if len(cache.passages) != len(collection):
         raise ValueError("the teacher cache does not cover the whole corpus")
     passages = {
-        "student": student_passages(version_dir, collection.pids),
+        "student": student_passages(version_dir, collection.ids),
         "teacher": cache.passages,
     }
     encoder = QueryEncoder.load(version_dir)
@@ -100,7 +100,7 @@ def main(version_dir: Path) -> None:
         }
         cosine = mean_cosine(queries["student"], queries["teacher"])
         print(f"\n{split}: {len(qids)} queries; student·teacher query cosine {cosine:.3f}")
-        print(format_table(gap_table(queries, passages, collection.pids, qids, qrels)))
+        print(format_table(gap_table(queries, passages, collection.ids, qids, qrels)))
 
 
 if __name__ == "__main__":

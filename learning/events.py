@@ -11,12 +11,12 @@ from typing import Any
 from learning.triplets import FeedbackEvent
 
 
-def shown_pids(results: Any) -> tuple[int, ...]:
-    """The pids a search showed, in rank order, from its stored results (jsonb list)."""
+def shown_ids(results: Any) -> tuple[str, ...]:
+    """The document ids a search showed, in rank order, from its stored results (jsonb list)."""
     if not results:
         return ()
     items = sorted(results, key=lambda r: r.get("rank", 0)) if isinstance(results, list) else []
-    return tuple(int(r["pid"]) for r in items)
+    return tuple(str(r["doc_id"]) for r in items)
 
 
 def events_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[FeedbackEvent]:
@@ -28,9 +28,9 @@ def events_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[FeedbackEvent]:
                 search_id=str(row["search_id"]),
                 session_id=row.get("session_id"),
                 query=row["query"],
-                shown=shown_pids(row.get("results")),
+                shown=shown_ids(row.get("results")),
                 searched_at=row["searched_at"],
-                pid=int(row["pid"]),
+                doc_id=str(row["doc_id"]),
                 kind=row["kind"],
                 created_at=row["created_at"],
             )

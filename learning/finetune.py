@@ -29,18 +29,19 @@ from learning.triplets import LogData
 from training import datasets
 from training.bm25 import BM25Index
 from training.examples import Example, ExampleSet
-from training.index import IndexConfig, load_shards, read_index_meta
+from training.index import IndexConfig, read_index_meta
 from training.model import encode_texts, load_model, read_config
 from training.teacher import TeacherCache
 from training.text import query_key
 from training.train import TrainConfig, fit_ray
-from training.version import write_version
+from training.version import indexed_collection, write_version
 
 log = logging.getLogger(__name__)
 
 
-def log_examples(data: LogData, texts: dict[int, str]) -> list[Example]:
-    """Triplet pids -> texts; a pid missing from the corpus is skipped (and counted)."""
+def log_examples(data: LogData, texts: dict[str, str]) -> list[Example]:
+    """Triplet document ids -> texts; a document missing from the corpus is skipped (and
+    counted)."""
     examples = [
         Example(t.query, texts[t.positive], texts[t.negative], t.weight, source="feedback")
         for t in data.train
@@ -65,10 +66,8 @@ def replay_examples(count: int, negatives: list[str], seed: int) -> list[Example
 
 
 def parent_collection(version_dir: Path) -> datasets.Collection:
-    """The passages the parent indexed, in its order (a tiny version indexes a slice)."""
-    pids = np.concatenate([shard.pids for shard in load_shards(version_dir)])
-    text = datasets.load_collection().text_of()
-    return datasets.Collection([int(p) for p in pids], [text[int(p)] for p in pids])
+    """The passages the parent indexed: what its fine-tuned child indexes too."""
+    return indexed_collection(version_dir)
 
 
 def teacher_vectors(parent_dir: Path, examples: list[Example]) -> np.ndarray | None:
@@ -120,18 +119,18 @@ def fine_tune_config(parent_dir: Path, settings: Settings) -> TrainConfig:
 
 
 def bm25_miner(collection: datasets.Collection, seed: int, depth: int = 10):
-    """``mine(query, positives) -> pid | None``: a pick among the query's BM25 top ``depth``
+    """``mine(query, positives) -> document id | None``: a pick among the query's BM25 top ``depth``
     that is not a known positive, seeded by (seed, query) so the same logs give the same
     negatives whatever order their events arrived in (concurrent users interleave). The index
     is built on first use only."""
     index: list[BM25Index] = []
 
-    def mine(query: str, positives: set[int]) -> int | None:
+    def mine(query: str, positives: set[str]) -> str | None:
         if not index:
-            index.append(BM25Index.build(collection.pids, collection.texts))
-        pids, scores = index[0].search([query], k=depth)
-        candidates = [int(p) for p, s in zip(pids[0], scores[0], strict=True) if s > 0]
-        candidates = [p for p in candidates if p not in positives]
+            index.append(BM25Index.build(collection.ids, collection.texts))
+        ids, scores = index[0].search([query], k=depth)
+        candidates = [d for d, s in zip(ids[0], scores[0], strict=True) if s > 0]
+        candidates = [d for d in candidates if d not in positives]
         rng = random.Random(f"{seed}:{query_key(query)}")  # str seeds hash stably (sha512)
         return rng.choice(candidates) if candidates else None
 
@@ -139,7 +138,7 @@ def bm25_miner(collection: datasets.Collection, seed: int, depth: int = 10):
 
 
 def fine_tune_from_logs(settings: Settings, live_dir: Path, data: LogData, out: Path) -> Path:
-    feedback = log_examples(data, datasets.load_collection().text_of())
+    feedback = log_examples(data, parent_collection(live_dir).text_of())
     if not feedback:
         raise ValueError("no log triplet names a passage of the corpus")
     return fine_tune(settings, live_dir, feedback, out)

@@ -170,7 +170,10 @@ def _train_and_gate(
         manifest = store.upload_version(
             candidate_dir,
             parent=result.parent,
-            extra={"reinforce": _provenance(result, data, decision, dev_trained)},
+            extra={
+                "reinforce": _provenance(result, data, decision, dev_trained),
+                **_inherited(store, result.parent),
+            },
         )
     result.candidate = manifest.version
     if decision.passed:
@@ -179,6 +182,15 @@ def _train_and_gate(
     else:
         result.status, result.reason = "rejected", decision.reason
     _finish(logs, result, advance=True)
+
+
+def _inherited(store, parent: str | None) -> dict:
+    """What a fine-tuned child keeps of its parent's manifest: the corpus it indexes and the
+    document-log watermark of that index (the child indexes the parent's passages)."""
+    if parent is None:
+        return {}
+    extra = store.manifest(parent).extra
+    return {k: extra[k] for k in ("corpus", "documents_watermark") if k in extra}
 
 
 def _publish(settings: Settings, store, result: RunResult, roll_out) -> None:

@@ -36,9 +36,9 @@ class FeedbackEvent:
     search_id: str
     session_id: str | None
     query: str
-    shown: tuple[int, ...]  # pids in the order they were shown (rank 1 first)
+    shown: tuple[str, ...]  # document ids in the order they were shown (rank 1 first)
     searched_at: datetime
-    pid: int
+    doc_id: str
     kind: str  # click | relevant | not_relevant
     created_at: datetime
 
@@ -50,8 +50,8 @@ class FeedbackEvent:
 @dataclass(frozen=True)
 class Triplet:
     query: str
-    positive: int  # pid
-    negative: int  # pid
+    positive: str  # document id
+    negative: str  # document id
     weight: float
     source: str  # skip_above | not_relevant | mined
 
@@ -87,11 +87,11 @@ class SearchFeedback:
     search_id: str
     session: str
     query: str
-    shown: tuple[int, ...]
+    shown: tuple[str, ...]
     searched_at: datetime
-    positives: dict[int, float] = field(default_factory=dict)  # pid -> IPW weight
-    not_relevant: set[int] = field(default_factory=set)
-    clicked: set[int] = field(default_factory=set)
+    positives: dict[str, float] = field(default_factory=dict)  # document id -> IPW weight
+    not_relevant: set[str] = field(default_factory=set)
+    clicked: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -99,7 +99,7 @@ class LogData:
     """What one run learns from, and what it keeps back for the gate."""
 
     train: list[Triplet]
-    holdout: dict[str, set[int]]  # normalised query -> relevant pids (logged qrels)
+    holdout: dict[str, set[str]]  # normalised query -> relevant document ids (logged qrels)
     events_read: int
     events_used: int  # after bot filtering, dedup and the untrainable-query guard
     bot_sessions: int
@@ -118,33 +118,33 @@ def propensity(rank: int, eta: float) -> float:
 
 
 def deduplicate_events(events: Iterable[FeedbackEvent]) -> list[FeedbackEvent]:
-    """One event per (search, pid, kind): double clicks and retried posts count once."""
-    seen: dict[tuple[str, int, str], FeedbackEvent] = {}
+    """One event per (search, document, kind): double clicks and retried posts count once."""
+    seen: dict[tuple[str, str, str], FeedbackEvent] = {}
     for event in sorted(events, key=lambda e: e.feedback_id):
         if event.kind not in FEEDBACK_KINDS:
             raise ValueError(f"unknown feedback kind {event.kind!r} (id {event.feedback_id})")
-        seen.setdefault((event.search_id, event.pid, event.kind), event)
+        seen.setdefault((event.search_id, event.doc_id, event.kind), event)
     return list(seen.values())
 
 
 def bot_sessions(events: Sequence[FeedbackEvent], config: TripletConfig) -> set[str]:
     """Sessions that act too fast (events per second) or click on (almost) everything shown."""
     times: dict[str, list[float]] = defaultdict(list)
-    searches: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
-    clicks: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    searches: dict[str, dict[str, tuple[str, ...]]] = defaultdict(dict)
+    clicks: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for e in events:
         if e.search_id not in searches[e.session]:
             searches[e.session][e.search_id] = e.shown
             times[e.session].append(e.searched_at.timestamp())
         times[e.session].append(e.created_at.timestamp())
         if e.kind == "click":
-            clicks[e.session].add((e.search_id, e.pid))
+            clicks[e.session].add((e.search_id, e.doc_id))
     bots = set()
     for session, stamps in times.items():
         if _max_events_in_one_second(stamps) > config.bot_max_events_per_s:
             bots.add(session)
             continue
-        shown = {(sid, pid) for sid, pids in searches[session].items() for pid in pids}
+        shown = {(sid, d) for sid, ids in searches[session].items() for d in ids}
         clicked_shown = clicks[session] & shown
         if len(shown) >= config.bot_min_shown and (
             len(clicked_shown) >= config.bot_click_fraction * len(shown)
@@ -163,12 +163,12 @@ def _max_events_in_one_second(stamps: list[float]) -> int:
     return best
 
 
-def corroborated_clicks(events: Iterable[FeedbackEvent], min_sessions: int) -> set[tuple[str, int]]:
-    """(normalised query, pid) pairs that at least ``min_sessions`` sessions clicked."""
-    sessions: dict[tuple[str, int], set[str]] = defaultdict(set)
+def corroborated_clicks(events: Iterable[FeedbackEvent], min_sessions: int) -> set[tuple[str, str]]:
+    """(normalised query, document id) pairs that at least ``min_sessions`` sessions clicked."""
+    sessions: dict[tuple[str, str], set[str]] = defaultdict(set)
     for e in events:
         if e.kind == "click":
-            sessions[(query_key(e.query), e.pid)].add(e.session)
+            sessions[(query_key(e.query), e.doc_id)].add(e.session)
     return {key for key, who in sessions.items() if len(who) >= min_sessions}
 
 
@@ -185,37 +185,37 @@ def group_by_search(
             SearchFeedback(e.search_id, e.session, e.query, e.shown, e.searched_at),
         )
         if e.kind == "not_relevant":
-            s.not_relevant.add(e.pid)
+            s.not_relevant.add(e.doc_id)
         elif e.kind == "relevant":
-            s.positives[e.pid] = max(s.positives.get(e.pid, 0.0), 1.0)
+            s.positives[e.doc_id] = max(s.positives.get(e.doc_id, 0.0), 1.0)
         else:  # click
-            s.clicked.add(e.pid)
-            if (query_key(e.query), e.pid) not in trusted:
+            s.clicked.add(e.doc_id)
+            if (query_key(e.query), e.doc_id) not in trusted:
                 continue
-            if e.pid in e.shown:
-                rank = e.shown.index(e.pid) + 1
+            if e.doc_id in e.shown:
+                rank = e.shown.index(e.doc_id) + 1
                 weight = min(1.0 / propensity(rank, config.propensity_eta), config.max_ipw)
             else:  # a click on something we never showed: trust it, but do not boost it
                 weight = 1.0
-            s.positives[e.pid] = max(s.positives.get(e.pid, 0.0), weight)
+            s.positives[e.doc_id] = max(s.positives.get(e.doc_id, 0.0), weight)
     for s in searches.values():  # an explicit "not relevant" overrides a click
-        for pid in s.not_relevant:
-            s.positives.pop(pid, None)
+        for doc_id in s.not_relevant:
+            s.positives.pop(doc_id, None)
     return searches
 
 
 def search_triplets(
-    search: SearchFeedback, mine: Callable[[str, set[int]], int | None] | None = None
+    search: SearchFeedback, mine: Callable[[str, set[str]], str | None] | None = None
 ) -> list[Triplet]:
     """Skip-above and not-relevant negatives per positive; a mined one if it has neither."""
     triplets = []
     interacted = search.clicked | set(search.positives) | search.not_relevant
     for pos, weight in search.positives.items():
-        negatives: dict[int, str] = {pid: "not_relevant" for pid in search.not_relevant}
+        negatives: dict[str, str] = {d: "not_relevant" for d in search.not_relevant}
         if pos in search.shown:
-            for pid in search.shown[: search.shown.index(pos)]:
-                if pid not in interacted:
-                    negatives.setdefault(pid, "skip_above")
+            for doc_id in search.shown[: search.shown.index(pos)]:
+                if doc_id not in interacted:
+                    negatives.setdefault(doc_id, "skip_above")
         if not negatives and mine is not None:
             mined = mine(search.query, set(search.positives))
             if mined is not None and mined not in search.positives:
@@ -232,7 +232,7 @@ def search_triplets(
 def deduplicate_triplets(triplets: Iterable[Triplet]) -> list[Triplet]:
     """One triplet per (normalised query, positive, negative), keeping the largest weight:
     a query many users repeat is not allowed to drown the rest."""
-    best: dict[tuple[str, int, int], Triplet] = {}
+    best: dict[tuple[str, str, str], Triplet] = {}
     for t in triplets:
         key = (query_key(t.query), t.positive, t.negative)
         if key not in best or t.weight > best[key].weight:
@@ -257,7 +257,7 @@ def build_log_data(
     events: Sequence[FeedbackEvent],
     config: TripletConfig,
     untrainable: frozenset[str] = frozenset(),
-    mine: Callable[[str, set[int]], int | None] | None = None,
+    mine: Callable[[str, set[str]], str | None] | None = None,
 ) -> LogData:
     """The whole log -> training-data path the job runs once per run."""
     unique = deduplicate_events(events)
@@ -267,7 +267,7 @@ def build_log_data(
     dropped = len({e.search_id for e in human}) - len({e.search_id for e in allowed})
     searches = group_by_search(allowed, config)
     train: list[Triplet] = []
-    holdout: dict[str, set[int]] = defaultdict(set)
+    holdout: dict[str, set[str]] = defaultdict(set)
     for search in searches.values():
         if is_holdout(search.query, config.holdout_fraction):
             holdout[query_key(search.query)].update(search.positives)
@@ -275,7 +275,7 @@ def build_log_data(
             train.extend(search_triplets(search, mine))
     return LogData(
         train=normalise_weights(deduplicate_triplets(train)),
-        holdout={q: pids for q, pids in holdout.items() if pids},
+        holdout={q: ids for q, ids in holdout.items() if ids},
         events_read=len(events),
         events_used=len(allowed),
         bot_sessions=len(bots),

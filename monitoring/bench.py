@@ -374,11 +374,11 @@ def _search_each(indexes: list[tuple], queries) -> tuple[list[float], list[list[
         for index, offset in indexes:
             scores, ids = index.search(row[None], 10)
             per_shard.append(
-                [(float(s), int(i) + offset, "") for s, i in zip(scores[0], ids[0], strict=True)]
+                [(float(s), str(i + offset), "") for s, i in zip(scores[0], ids[0], strict=True)]
             )
         merged = merge_topk(per_shard, 10)
         latencies.append(time.perf_counter() - started)
-        found.append([pid for _, pid, _ in merged])
+        found.append([doc_id for _, doc_id, _ in merged])
     return latencies, found
 
 

@@ -130,9 +130,9 @@ class Load:
                     self.acked_searches.append(answer["search_id"])
                     self.acked_in_fault += self.in_fault.is_set()
                 if answer["results"]:
-                    pid = answer["results"][0]["pid"]
+                    doc_id = answer["results"][0]["doc_id"]
                     try:
-                        self._to_click.put_nowait((time.monotonic(), answer["search_id"], pid))
+                        self._to_click.put_nowait((time.monotonic(), answer["search_id"], doc_id))
                     except queue.Full:
                         pass  # more searches than clicks: those stay unclicked
 
@@ -140,11 +140,11 @@ class Load:
         with httpx.Client(base_url=self.base_url, timeout=10) as client:
             while not self._stop.wait(1 / self.plan.click_rate):
                 try:
-                    searched_at, search_id, pid = self._to_click.get_nowait()
+                    searched_at, search_id, doc_id = self._to_click.get_nowait()
                 except queue.Empty:
                     continue
                 time.sleep(max(0.0, searched_at + self.plan.click_delay_s - time.monotonic()))
-                body = {"search_id": search_id, "pid": pid, "kind": "click"}
+                body = {"search_id": search_id, "doc_id": doc_id, "kind": "click"}
                 answer = _post(client, "/feedback", body)
                 with self._lock:
                     self.feedback += 1

@@ -8,9 +8,7 @@ are the defaults below; ``python -m experiments.bm25_grid`` re-runs the grid.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import bm25s
 import numpy as np
@@ -50,61 +48,44 @@ def analyse(texts: list[str], show_progress: bool = False) -> list[list[str]]:
 
 
 class BM25Index:
-    """A bm25s index over ``texts`` whose rows map to ``pids``."""
+    """A bm25s index over ``texts`` whose rows map to document ``ids``."""
 
-    def __init__(self, retriever: bm25s.BM25, pids: np.ndarray, cfg: BM25Config):
+    def __init__(self, retriever: bm25s.BM25, ids: list[str], cfg: BM25Config):
         self.retriever = retriever
-        self.pids = np.asarray(pids, dtype=np.int64)
+        self.ids = np.asarray(ids, dtype=object)
         self.cfg = cfg
 
     @classmethod
     def build(
-        cls, pids: list[int], texts: list[str], cfg: BM25Config | None = None, progress=False
+        cls, ids: list[str], texts: list[str], cfg: BM25Config | None = None, progress=False
     ) -> BM25Index:
-        return cls.from_tokens(pids, analyse(texts, progress), cfg, progress)
+        return cls.from_tokens(ids, analyse(texts, progress), cfg, progress)
 
     @classmethod
     def from_tokens(
-        cls, pids: list[int], tokens: list[list[str]], cfg: BM25Config | None = None, progress=False
+        cls, ids: list[str], tokens: list[list[str]], cfg: BM25Config | None = None, progress=False
     ) -> BM25Index:
         cfg = cfg or BM25Config()
         retriever = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method)
         retriever.index(tokens, show_progress=progress, create_empty_token=True)
-        return cls(retriever, np.asarray(pids), cfg)
+        return cls(retriever, ids, cfg)
 
     def search(
         self, queries: list[str], k: int = 100, progress: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(pids (n, k), scores (n, k)), best first. An all-stop-word query scores 0 everywhere."""
+        """(ids (n, k), scores (n, k)), best first. An all-stop-word query scores 0 everywhere."""
         if not queries:
-            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
-        k = min(k, len(self.pids))
+            return np.zeros((0, k), dtype=object), np.zeros((0, k), dtype=np.float32)
+        k = min(k, len(self.ids))
         rows, scores = self.retriever.retrieve(
             analyse(queries), k=k, show_progress=progress, n_threads=0
         )
-        return self.pids[rows], scores
+        return self.ids[rows], scores
 
     def run(self, queries: dict[str, str], k: int = 100) -> dict[str, dict[str, float]]:
         qids = list(queries)
-        pids, scores = self.search([queries[q] for q in qids], k)
+        ids, scores = self.search([queries[q] for q in qids], k)
         return {  # a zero score means no query term matched: not a hit
-            qid: {str(int(p)): float(s) for p, s in zip(row_p, row_s, strict=True) if s > 0}
-            for qid, row_p, row_s in zip(qids, pids, scores, strict=True)
+            qid: {str(d): float(s) for d, s in zip(row_d, row_s, strict=True) if s > 0}
+            for qid, row_d, row_s in zip(qids, ids, scores, strict=True)
         }
-
-    def save(self, directory: Path) -> None:
-        """bm25s files + pids + params: what the serving side needs for hybrid search."""
-        directory = Path(directory)
-        self.retriever.save(str(directory))
-        np.save(directory / "pids.npy", self.pids)
-        (directory / "params.json").write_text(
-            json.dumps({**asdict(self.cfg), "stemmer": "english", "stopwords": "en"}) + "\n"
-        )
-
-    @classmethod
-    def load(cls, directory: Path) -> BM25Index:
-        directory = Path(directory)
-        params = json.loads((directory / "params.json").read_text())
-        cfg = BM25Config(k1=params["k1"], b=params["b"], method=params["method"])
-        retriever = bm25s.BM25.load(str(directory))
-        return cls(retriever, np.load(directory / "pids.npy"), cfg)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from cluster.corpora.documents import SHIPPED_CORPUS
 from training.text import query_key
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "msmarco"
@@ -38,22 +39,29 @@ def _data_file(name: str, data_dir: Path | None) -> Path:
 
 @dataclass(frozen=True)
 class Collection:
-    """The searchable corpus: ``pids[i]`` is the MS MARCO id of ``texts[i]``."""
+    """The searchable corpus: ``ids[i]`` is the document id of ``texts[i]`` (MS MARCO pids
+    are ids like any other: strings)."""
 
-    pids: list[int]
+    ids: list[str]
     texts: list[str]
 
     def __len__(self) -> int:
-        return len(self.pids)
+        return len(self.ids)
 
-    def text_of(self) -> dict[int, str]:
-        return dict(zip(self.pids, self.texts, strict=True))
+    def text_of(self) -> dict[str, str]:
+        return dict(zip(self.ids, self.texts, strict=True))
+
+
+def shipped_corpus() -> dict:
+    """How a version's manifest names the shipped collection (an imported corpus names its
+    own snapshot)."""
+    return {"name": SHIPPED_CORPUS, "snapshot": "shipped", "count": len(load_collection())}
 
 
 @lru_cache(maxsize=2)
 def load_collection(data_dir: Path | None = None) -> Collection:
     rows = _rows(_data_file("collection.tsv", data_dir))
-    return Collection(pids=[int(r[0]) for r in rows], texts=[r[1] for r in rows])
+    return Collection(ids=[r[0] for r in rows], texts=[r[1] for r in rows])
 
 
 def read_queries(path: Path) -> dict[str, str]:
@@ -62,7 +70,7 @@ def read_queries(path: Path) -> dict[str, str]:
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """A TREC qrels file ``qid 0 pid rel`` (tabs or spaces) -> {qid: {pid: rel}}."""
+    """A TREC qrels file ``qid 0 doc_id rel`` (tabs or spaces) -> {qid: {doc_id: rel}}."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     qrels: dict[str, dict[str, int]] = {}
@@ -72,7 +80,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             if not parts:
                 continue
             if len(parts) != 4:
-                raise ValueError(f"{path}:{line_no}: expected 'qid 0 pid rel', got {line!r}")
+                raise ValueError(f"{path}:{line_no}: expected 'qid 0 doc_id rel', got {line!r}")
             qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
     return qrels
 

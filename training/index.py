@@ -4,9 +4,14 @@ Layout inside a version folder::
 
     index/index.json            {"kind", "num_shards", "dim", "count", search-time params}
     index/shard-000.faiss       inner-product index over L2-normalised vectors (= cosine)
-    index/shard-000.pids.npy    int64 pids; row i of the Faiss index is pids[i]
+    index/shard-000.ids.jsonl.gz    document id of each row (one JSON string a line): row i
+                                of the Faiss index is ids[i]; Faiss's integer rows never leave
+                                this module
     index/shard-000.texts.jsonl.gz  passage text of each row (one JSON string a line), so a
                                 shard can answer with text and serving needs no training data
+
+Versions written before documents had string ids hold ``shard-000.pids.npy`` (int64) instead;
+they load as the same ids, as strings.
 
 ``flat`` (exact) is the default; ``ivf`` (IndexIVFFlat, nlist/nprobe) and ``hnsw``
 (IndexHNSWFlat, M/efConstruction/efSearch) trade exactness for speed on larger corpora.
@@ -58,9 +63,26 @@ def shard_paths(index_dir: Path, shard: int) -> tuple[Path, Path, Path]:
     stem = f"shard-{shard:03d}"
     return (
         index_dir / f"{stem}.faiss",
-        index_dir / f"{stem}.pids.npy",
+        index_dir / f"{stem}.ids.jsonl.gz",
         index_dir / f"{stem}.texts.jsonl.gz",
     )
+
+
+def write_strings(path: Path, strings: list[str]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in strings)
+
+
+def read_strings(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def _read_ids(ids_path: Path) -> np.ndarray:
+    if ids_path.exists():
+        return np.asarray(read_strings(ids_path), dtype=object)
+    legacy = ids_path.with_name(ids_path.name.replace(".ids.jsonl.gz", ".pids.npy"))
+    return np.asarray([str(p) for p in np.load(legacy).tolist()], dtype=object)
 
 
 def _make_index(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
@@ -86,13 +108,13 @@ def _make_index(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
 
 
 def build_shards(
-    vectors: np.ndarray, pids: np.ndarray, texts: list[str], version_dir: Path, cfg: IndexConfig
+    vectors: np.ndarray, ids: list[str], texts: list[str], version_dir: Path, cfg: IndexConfig
 ) -> list[Path]:
     """Split rows into ``cfg.num_shards`` contiguous shards and write them under index/."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    pids = np.asarray(pids, dtype=np.int64)
-    if not len(vectors) == len(pids) == len(texts):
-        raise ValueError(f"{len(vectors)} vectors, {len(pids)} pids and {len(texts)} texts")
+    ids = [str(i) for i in ids]
+    if not len(vectors) == len(ids) == len(texts):
+        raise ValueError(f"{len(vectors)} vectors, {len(ids)} ids and {len(texts)} texts")
     if cfg.num_shards > len(vectors):
         raise ValueError(f"num_shards={cfg.num_shards} exceeds the {len(vectors)} passages")
     index_dir = Path(version_dir) / INDEX_DIR
@@ -100,12 +122,11 @@ def build_shards(
     written = []
     bounds = np.linspace(0, len(vectors), cfg.num_shards + 1).astype(int)
     for shard, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-        index_path, pids_path, texts_path = shard_paths(index_dir, shard)
+        index_path, ids_path, texts_path = shard_paths(index_dir, shard)
         faiss.write_index(_make_index(vectors[start:stop], cfg), str(index_path))
-        np.save(pids_path, pids[start:stop])
-        with gzip.open(texts_path, "wt", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(t, ensure_ascii=False) + "\n" for t in texts[start:stop])
-        written += [index_path, pids_path, texts_path]
+        write_strings(ids_path, ids[start:stop])
+        write_strings(texts_path, texts[start:stop])
+        written += [index_path, ids_path, texts_path]
     meta = {**asdict(cfg), "dim": int(vectors.shape[1]), "count": int(len(vectors))}
     (index_dir / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
     return written
@@ -132,44 +153,42 @@ def use_blas_from(queries: int, dim: int) -> None:
 
 @dataclass
 class Shard:
-    """One loaded shard: a Faiss index and the pid of each of its rows."""
+    """One loaded shard: a Faiss index and the document id of each of its rows."""
 
     index: faiss.Index
-    pids: np.ndarray
-    texts: list[str] | None = None  # row-aligned with pids when loaded with_texts
+    ids: np.ndarray  # object array of str
+    texts: list[str] | None = None  # row-aligned with ids when loaded with_texts
 
-    def text_of(self) -> dict[int, str]:
+    def text_of(self) -> dict[str, str]:
         if self.texts is None:
             raise ValueError("this shard was loaded without texts")
-        return dict(zip(self.pids.tolist(), self.texts, strict=True))
+        return dict(zip(self.ids.tolist(), self.texts, strict=True))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores (n, k'), pids (n, k')) best first; k' = min(k, shard size)."""
-        k = min(k, len(self.pids))
+        """(scores (n, k'), ids (n, k')) best first; k' = min(k, shard size). A missing hit
+        (IVF/HNSW may return fewer than k) has score -inf and id None."""
+        k = min(k, len(self.ids))
         use_blas_from(BLAS_FROM_QUERIES, self.index.d)
         scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        found = rows >= 0  # IVF/HNSW may return fewer than k hits (-1 rows)
-        return np.where(found, scores, -np.inf), np.where(found, self.pids[rows], -1)
+        found = rows >= 0
+        return np.where(found, scores, -np.inf), np.where(found, self.ids[rows], None)
 
 
 def load_shard(version_dir: Path, shard: int, with_texts: bool = False) -> Shard:
     meta = read_index_meta(version_dir)
     if not 0 <= shard < meta["num_shards"]:
         raise ValueError(f"shard {shard} out of range: this version has {meta['num_shards']}")
-    index_path, pids_path, texts_path = shard_paths(Path(version_dir) / INDEX_DIR, shard)
+    index_path, ids_path, texts_path = shard_paths(Path(version_dir) / INDEX_DIR, shard)
     index = faiss.read_index(str(index_path))
     if meta["kind"] == "ivf":
         faiss.extract_index_ivf(index).nprobe = meta["ivf_nprobe"]
     elif meta["kind"] == "hnsw":
         index.hnsw.efSearch = meta["hnsw_ef_search"]
-    pids = np.load(pids_path)
-    if index.ntotal != len(pids):
-        raise ValueError(f"{index_path}: {index.ntotal} vectors but {len(pids)} pids")
-    texts = None
-    if with_texts:
-        with gzip.open(texts_path, "rt", encoding="utf-8") as handle:
-            texts = [json.loads(line) for line in handle]
-    return Shard(index, pids, texts)
+    ids = _read_ids(ids_path)
+    if index.ntotal != len(ids):
+        raise ValueError(f"{index_path}: {index.ntotal} vectors but {len(ids)} ids")
+    texts = read_strings(texts_path) if with_texts else None
+    return Shard(index, ids, texts)
 
 
 def load_shards(version_dir: Path, with_texts: bool = False) -> list[Shard]:
@@ -180,9 +199,9 @@ def load_shards(version_dir: Path, with_texts: bool = False) -> list[Shard]:
 def search_shards(
     shards: list[Shard], queries: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Search every shard and merge: (scores (n, k), pids (n, k)), best first."""
+    """Search every shard and merge: (scores (n, k), ids (n, k)), best first."""
     results = [shard.search(queries, k) for shard in shards]
     scores = np.concatenate([s for s, _ in results], axis=1)
-    pids = np.concatenate([p for _, p in results], axis=1)
+    ids = np.concatenate([d for _, d in results], axis=1)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(pids, order, 1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)

@@ -313,6 +313,8 @@ def load_model(directory: Path) -> tuple[TwoTower, Tokenizer]:
 class QueryEncoder:
     """Serving's view of a version: tokenizer + embedding + query tower, nothing else."""
 
+    side = "query"
+
     def __init__(self, tokenizer: Tokenizer, config: ModelConfig, embedding: nn.Module, tower):
         self.tokenizer = tokenizer
         self.config = config
@@ -333,7 +335,7 @@ class QueryEncoder:
         embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
         embedding.load_state_dict({"weight": state["embedding.weight"]})
         tower = make_tower(cfg)
-        prefix = "query_tower."
+        prefix = f"{cls.side}_tower."
         tower.load_state_dict(
             {
                 k[len(prefix) :]: v
@@ -343,15 +345,23 @@ class QueryEncoder:
         )
         return cls(Tokenizer.load(version_dir / TOKENIZER_FILE), cfg, embedding, tower)
 
-    def encode(self, queries: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str]) -> np.ndarray:
         """float32 (n, dim), L2-normalised."""
-        if not queries:
+        if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        side_query = self.side == "query"
         return encode_texts(
             self.embedding,
             self.tower,
             self.tokenizer,
-            list(queries),
-            self.config.max_query_len,
-            batch_size=max(len(queries), 1),
+            list(texts),
+            self.config.max_query_len if side_query else self.config.max_passage_len,
+            batch_size=max(len(texts), 1) if side_query else 64,
         )
+
+
+class PassageEncoder(QueryEncoder):
+    """The passage side alike: encodes documents written while the version serves, as its
+    index encoded the others."""
+
+    side = "passage"

@@ -16,7 +16,7 @@ from training.bm25 import BM25Index
 
 def mine_bm25_negatives(
     index: BM25Index,
-    text_of: dict[int, str],
+    text_of: dict[str, str],
     queries: list[str],
     positives: list[str],
     per_query: int = 4,
@@ -24,24 +24,25 @@ def mine_bm25_negatives(
     seed: int = 13,
     teacher_queries: np.ndarray | None = None,
     teacher_positives: np.ndarray | None = None,
-    teacher_passage: dict[int, np.ndarray] | None = None,
+    teacher_passage: dict[str, np.ndarray] | None = None,
     teacher_margin: float = 0.05,
     batch: int = 512,
-) -> list[list[int]]:
-    """Up to ``per_query`` negative pids per query, drawn (seeded) from its BM25 top ``depth``."""
+) -> list[list[str]]:
+    """Up to ``per_query`` negative document ids per query, drawn (seeded) from its BM25 top
+    ``depth``."""
     if len(queries) != len(positives):
         raise ValueError(f"{len(queries)} queries but {len(positives)} positives")
     use_teacher = teacher_queries is not None
     rng = np.random.default_rng(seed)
-    mined: list[list[int]] = []
+    mined: list[list[str]] = []
     from tqdm import tqdm
 
     for start in tqdm(range(0, len(queries), batch), desc="BM25 negatives", unit="batch"):
-        pids, _ = index.search(queries[start : start + batch], k=depth)
-        for offset, row in enumerate(pids):
+        ids, _ = index.search(queries[start : start + batch], k=depth)
+        for offset, row in enumerate(ids):
             i = start + offset
             positive = positives[i]
-            candidates = [int(p) for p in row if text_of[int(p)] not in positive]
+            candidates = [str(d) for d in row if text_of[d] not in positive]
             if use_teacher and candidates:
                 # NaN = no cached vector: such a pair is not filtered (NaN compares False).
                 ceiling = float(teacher_queries[i] @ teacher_positives[i]) - teacher_margin

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -192,7 +193,7 @@ def build_version(
     w2v = train_word2vec(collection.texts + train_queries, profile.word2vec, seed)
     lap("word2vec")
 
-    bm25 = BM25Index.build(collection.pids, collection.texts, progress=True)
+    bm25 = BM25Index.build(collection.ids, collection.texts, progress=True)
     teacher = TeacherCache.load() if profile.data.teacher else None
     data = build_training_data(profile.data, seed, bm25=bm25, teacher=teacher)
     model_cfg = ModelConfig(
@@ -202,17 +203,11 @@ def build_version(
     lap("examples")
 
     model = TwoTower(model_cfg, embedding_matrix(w2v, tokenizer, seed))
-    rng_pool = collection.texts[:: max(1, len(collection) // 2000)]
-    validator = HoldoutValidator(
-        [p.query for p in data.holdout], [p.positive for p in data.holdout], rng_pool,
-        tokenizer, model_cfg,
-    )  # fmt: skip
+    validator = holdout_validator(data, collection, tokenizer, model_cfg)
     cfg = TrainConfig.from_dict({**profile.train.to_dict(), "seed": seed})
 
     def fit(net: TwoTower, run_name: str) -> list[dict]:
-        if settings.train_executor == "local":
-            return fit_local(net, examples, cfg, validator, progress=True, log=log)
-        return fit_ray(settings, net, examples, cfg, validator, run_name=run_name)
+        return fit_model(settings, net, examples, cfg, validator, run_name, log)
 
     history = fit(model, out_dir.name)
     lap("train")
@@ -228,22 +223,51 @@ def build_version(
 
     eval_sets = {s: (datasets.load_queries(s), datasets.load_qrels(s)) for s in eval_splits}
     training_info = {
-        **_provenance(settings, profile),
+        **provenance(settings, profile),
         "train": cfg.to_dict(),
         "examples": data.counts,
         "teacher": teacher.meta if teacher is not None else None,
         "history": history,
     }
-    metrics = write_version(
-        out_dir, model, tokenizer, collection, profile.index, training_info, eval_sets, True
+    return finish_version(
+        out_dir, model, tokenizer, collection, profile.index, training_info, eval_sets, lap
     )
+
+
+def finish_version(out_dir, model, tokenizer, collection, index_cfg, info, eval_sets, lap) -> dict:
+    """Write the version folder (index, evaluation) and time it; returns its metrics."""
+    metrics = write_version(out_dir, model, tokenizer, collection, index_cfg, info, eval_sets, True)
     lap("index+eval")
     metrics["timings"] = lap.summary()
-    log(f"[{profile.name}] done in {metrics['timings']['total']}s: {metrics}")
+    lap.log(f"[{lap.name}] done in {metrics['timings']['total']}s: {metrics}")
     return metrics
 
 
-def _provenance(settings: Settings, profile: Profile) -> dict:
+def fit_model(
+    settings: Settings,
+    model: TwoTower,
+    examples: ExampleSet,
+    cfg: TrainConfig,
+    validator: HoldoutValidator | None,
+    run_name: str,
+    log=print,
+) -> list[dict]:
+    """Train in this process or on Ray Train, as ``settings.train_executor`` says."""
+    if settings.train_executor == "local":
+        return fit_local(model, examples, cfg, validator, progress=True, log=log)
+    return fit_ray(settings, model, examples, cfg, validator, run_name=run_name)
+
+
+def holdout_validator(data, collection, tokenizer, model_cfg: ModelConfig) -> HoldoutValidator:
+    """The per-epoch validator over ``data.holdout``, against a fixed pool of the corpus."""
+    pool = collection.texts[:: max(1, len(collection) // 2000)]
+    return HoldoutValidator(
+        [p.query for p in data.holdout], [p.positive for p in data.holdout], pool,
+        tokenizer, model_cfg,
+    )  # fmt: skip
+
+
+def provenance(settings: Settings, profile: Profile) -> dict:
     """How a version was made, for its config.json: enough to train it again."""
     return {
         "profile": profile.name,
@@ -262,17 +286,26 @@ def train_and_publish(
     overrides: list[str] | None = None,
     publish: bool = True,
 ) -> str:
-    """Build a version of the profile (with ``overrides``) in a temporary folder, store it,
-    make it the store's LATEST unless ``publish`` is False (experiments), return its id."""
+    """Build a version of the profile (with ``overrides``), store it, make it the store's
+    LATEST unless ``publish`` is False (experiments), return its id."""
     profile = with_overrides(get_profile(profile_name or settings.profile), overrides or [])
+    extra = {"profile": profile.name, "corpus": datasets.shipped_corpus()}
+    return store_built(settings, lambda out: build_version(settings, profile, out), extra, publish)
+
+
+def store_built(
+    settings: Settings, build: Callable[[Path], dict], extra: dict, publish: bool = True
+) -> str:
+    """``build(folder)`` a version in a temporary folder (on Ray when the settings train on
+    Ray), upload it with ``extra`` in its manifest, publish it unless told not to."""
     store = ArtifactStore.from_settings(settings)
     started_ray = settings.train_executor == "ray" and connect(settings, start_local=True)
     try:
         with tempfile.TemporaryDirectory(prefix="twotower-version-") as folder:
             out = Path(folder) / store.new_version_id()
-            metrics = build_version(settings, profile, out)
+            metrics = build(out)
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-            manifest = store.upload_version(out, version=out.name, extra={"profile": profile.name})
+            manifest = store.upload_version(out, version=out.name, extra=extra)
             if publish:
                 store.set_latest(manifest.version)
             return manifest.version

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cluster.artifacts import ArtifactStore, VersionNotFound, sha256_file
@@ -97,6 +96,15 @@ def _widen(half_weights: Path, weights: Path) -> None:
     torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, weights)
 
 
+def unpack_model(release_dir: Path, out_dir: Path) -> dict:
+    """The release's model alone (float32 weights, tokenizer, config; no index), e.g. to
+    fine-tune it on another corpus; returns release.json."""
+    release = unpack(release_dir, out_dir)
+    _widen(out_dir / HALF_WEIGHTS_FILE, out_dir / WEIGHTS_FILE)
+    (out_dir / HALF_WEIGHTS_FILE).unlink()
+    return release
+
+
 def materialise(
     release_dir: Path, out_dir: Path, log: Callable[[str], None] = print, progress: bool = True
 ) -> dict:
@@ -104,9 +112,7 @@ def materialise(
     release.json."""
     out_dir = Path(out_dir)
     clock = time.monotonic()
-    release = unpack(release_dir, out_dir)
-    _widen(out_dir / HALF_WEIGHTS_FILE, out_dir / WEIGHTS_FILE)
-    (out_dir / HALF_WEIGHTS_FILE).unlink()
+    release = unpack_model(release_dir, out_dir)
     log(f"release {release['version']}: checked and unpacked in {time.monotonic() - clock:.1f}s")
     clock = time.monotonic()
     index_passages(out_dir, progress=progress)
@@ -127,7 +133,7 @@ def index_passages(version_dir: Path, progress: bool = False) -> None:
             model.embedding, model.passage_tower, tokenizer, collection.texts,
             model.config.max_passage_len, progress=progress,
         )  # fmt: skip
-    build_shards(vectors, np.array(collection.pids), collection.texts, version_dir, index_cfg)
+    build_shards(vectors, collection.ids, collection.texts, version_dir, index_cfg)
 
 
 def import_release(
@@ -150,7 +156,11 @@ def import_release(
         out = Path(folder) / version
         materialise(release_dir, out, log, progress)
         clock = time.monotonic()
-        extra = {"profile": release["reproduce"]["profile"], "release": _summary(release)}
+        extra = {
+            "profile": release["reproduce"]["profile"],
+            "release": _summary(release),
+            "corpus": datasets.shipped_corpus(),
+        }
         store.upload_version(out, version=version, extra=extra)
         log(f"release {version}: stored in {time.monotonic() - clock:.1f}s")
     return version

@@ -27,12 +27,12 @@ from training.word2vec import Word2VecConfig, embedding_matrix, train_word2vec
 def corpus_slice(passages: int) -> datasets.Collection:
     """Every dev-judged passage, then the corpus in order, up to ``passages`` passages."""
     full = datasets.load_collection()
-    wanted = {int(pid) for docs in datasets.load_qrels("dev").values() for pid in docs}
-    rows = [i for i, pid in enumerate(full.pids) if pid in wanted]
+    wanted = {doc_id for docs in datasets.load_qrels("dev").values() for doc_id in docs}
+    rows = [i for i, doc_id in enumerate(full.ids) if doc_id in wanted]
     taken = set(rows)
     rows += [i for i in range(len(full)) if i not in taken][: max(0, passages - len(rows))]
     rows = sorted(rows[:passages])
-    return datasets.Collection([full.pids[i] for i in rows], [full.texts[i] for i in rows])
+    return datasets.Collection([full.ids[i] for i in rows], [full.texts[i] for i in rows])
 
 
 def tiny_examples(

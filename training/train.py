@@ -344,8 +344,6 @@ def fit_ray(
     """
     # Ray only on the Ray path: in-process training and its tests never import it.
     import ray
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
         raise RuntimeError("fit_ray needs a connected Ray (cluster.ray_connection.connect)")
@@ -357,18 +355,36 @@ def fit_ray(
         )
     ArtifactStore.from_settings(settings)  # makes sure the bucket exists
     run_name = run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = TorchTrainer(
+    loop_config = {
+        "examples": ray.put(examples),
+        "initial_state": ray.put(model.state_dict()),
+        "model_cfg": model.config,
+        "train_cfg": cfg,
+        "validator": ray.put(validator) if validator is not None else None,
+        "threads": threads_per_worker,
+    }
+    result = _torch_trainer(settings, loop_config, run_name).fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {run_name} finished without a checkpoint")
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(result.checkpoint.to_directory(folder))
+        state = torch.load(local / "weights.pt", map_location="cpu", weights_only=True)
+        history = json.loads((local / "history.json").read_text())
+    model.load_state_dict(state)
+    model.eval()
+    return history
+
+
+def _torch_trainer(settings, loop_config: dict, run_name: str):
+    """Ray Train's TorchTrainer: CPU workers, checkpoints in the artifact store's bucket."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
         _ray_worker,
-        train_loop_config={
-            "examples": ray.put(examples),
-            "initial_state": ray.put(model.state_dict()),
-            "model_cfg": model.config,
-            "train_cfg": cfg,
-            "validator": ray.put(validator) if validator is not None else None,
-            "threads": threads_per_worker,
-        },
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(
-            num_workers=workers,
+            num_workers=settings.train_workers,
             use_gpu=False,
             resources_per_worker={"CPU": settings.train_cpus_per_worker},
         ),
@@ -379,13 +395,3 @@ def fit_ray(
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train run {run_name} finished without a checkpoint")
-    with tempfile.TemporaryDirectory() as folder:
-        local = Path(result.checkpoint.to_directory(folder))
-        state = torch.load(local / "weights.pt", map_location="cpu", weights_only=True)
-        history = json.loads((local / "history.json").read_text())
-    model.load_state_dict(state)
-    model.eval()
-    return history

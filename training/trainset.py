@@ -80,7 +80,7 @@ def build_training_data(
     if cfg.teacher and teacher is None:
         teacher = TeacherCache.load()
     if cfg.bm25_negatives and bm25 is None:
-        bm25 = BM25Index.build(collection.pids, collection.texts)
+        bm25 = BM25Index.build(collection.ids, collection.texts)
 
     pairs = list(datasets.load_train_pairs())
     random.Random(seed).shuffle(pairs)
@@ -114,7 +114,7 @@ def _pair_examples(cfg, pairs, collection, bm25, teacher, rng, seed) -> list[Exa
     text_of = collection.text_of()
     queries = [p.query for p in pairs]
     positives = [p.positive for p in pairs]
-    mined: list[list[int]] = [[] for _ in pairs]
+    mined: list[list[str]] = [[] for _ in pairs]
     if cfg.bm25_negatives:
         kwargs = {}
         if cfg.teacher:
@@ -122,8 +122,8 @@ def _pair_examples(cfg, pairs, collection, bm25, teacher, rng, seed) -> list[Exa
                 teacher_queries=np.stack([teacher.lookup(q) for q in queries]),
                 teacher_positives=np.stack([teacher.lookup(p) for p in positives]),
                 teacher_passage={
-                    pid: teacher.lookup(text)
-                    for pid, text in zip(collection.pids, collection.texts, strict=True)
+                    doc_id: teacher.lookup(text)
+                    for doc_id, text in zip(collection.ids, collection.texts, strict=True)
                 },
             )
         mined = mine_bm25_negatives(bm25, text_of, queries, positives, seed=seed, **kwargs)

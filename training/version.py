@@ -7,16 +7,24 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from training.datasets import Collection
 from training.evaluation.metrics import evaluate_run
 from training.evaluation.runs import dense_run
-from training.index import IndexConfig, build_shards
+from training.index import IndexConfig, build_shards, load_shards
 from training.model import TwoTower, encode_texts, save_model
 from training.text import Tokenizer
 
 METRICS_FILE = "metrics.json"
+
+
+def indexed_collection(version_dir: Path) -> Collection:
+    """The passages a version indexed, in its order, read from its own shards: the shipped
+    collection, a slice of it, or a user's corpus."""
+    shards = load_shards(version_dir, with_texts=True)
+    return Collection(
+        [d for shard in shards for d in shard.ids.tolist()],
+        [t for shard in shards for t in shard.texts],
+    )
 
 
 def write_version(
@@ -46,7 +54,7 @@ def write_version(
         model.config.max_passage_len,
         progress=progress,
     )
-    build_shards(vectors, np.array(collection.pids), collection.texts, directory, index_cfg)
+    build_shards(vectors, collection.ids, collection.texts, directory, index_cfg)
     metrics: dict = {"index_seconds": round(time.time() - started, 2), "passages": len(collection)}
     for name, (queries, qrels) in eval_sets.items():
         metrics[name] = evaluate_run(dense_run(directory, queries), qrels)

@@ -4,6 +4,7 @@ imports happen inside it, so `twotower status` does not pay for torch or Ray."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -54,6 +55,10 @@ def explain(err: BaseException) -> tuple[str, str] | None:
             )
         if type(cause).__name__ == "ValidationError" and "pydantic" in type(cause).__module__:
             return f"the settings are invalid: {_reason(cause)}", "check TWOTOWER_* and .env"
+    if type(err).__module__.startswith("cluster.corpora."):
+        if isinstance(err, LookupError):
+            return str(err), "`twotower corpus list` shows the stored corpora"
+        return str(err), "docs/corpora.md describes the formats, fields and rules"
     if isinstance(err, LookupError) and type(err).__module__.split(".")[0] in FIRST_PARTY:
         return str(err), "GET /versions on the API lists the stored versions"
     if type(err).__module__.split(".")[0] in FIRST_PARTY or isinstance(err, TimeoutError):
@@ -135,10 +140,30 @@ def train(
     publish: bool = typer.Option(
         True, "--publish/--no-publish", help="Make it LATEST, or only store it (experiments)."
     ),
+    corpus: str = typer.Option(
+        None,
+        "--corpus",
+        help="Train on an imported corpus (`twotower corpus import`) with no labelled queries, "
+        "and index it; default: the shipped MS MARCO subset with its training data.",
+    ),
+    snapshot: str = typer.Option(None, "--snapshot", help="The corpus snapshot; default newest."),
+    start: str = typer.Option(
+        "release",
+        "--start",
+        help="With --corpus: release (fine-tune the shipped release version: fast) or scratch "
+        "(word2vec and a new model trained on the corpus).",
+    ),
+    eval_queries: Path = typer.Option(
+        None, "--eval-queries", help="With --corpus: your labelled queries (qid<TAB>query)."
+    ),
+    eval_qrels: Path = typer.Option(
+        None, "--eval-qrels", help="With --corpus: their judgments (qid 0 doc_id rel)."
+    ),
 ) -> None:
-    """Train a version on Ray Train (word2vec, BM25 negatives, teacher cache), index, evaluate
-    and store it; by default also publish it as the store's LATEST."""
+    """Train a version on Ray Train, index, evaluate and store it; by default also publish it
+    as the store's LATEST, which `up` and `rollout` serve."""
     from cluster.config import get_settings
+    from training.datasets import read_qrels, read_queries
     from training.pipeline import get_profile, train_and_publish, with_overrides
 
     settings = get_settings()
@@ -150,14 +175,35 @@ def train(
         with_overrides(base, overrides)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--set") from None
-    version = train_and_publish(settings, profile, overrides, publish)
+    if corpus is None:
+        if snapshot or eval_queries or eval_qrels:
+            raise typer.BadParameter("needs --corpus", param_hint="--snapshot/--eval-*")
+        version = train_and_publish(settings, profile, overrides, publish)
+    else:
+        from training.corpus_pipeline import STARTS, train_corpus_and_publish
+
+        if start not in STARTS:
+            raise typer.BadParameter(f"choose one of {STARTS}", param_hint="--start")
+        if (eval_queries is None) != (eval_qrels is None):
+            raise typer.BadParameter("give both or neither", param_hint="--eval-queries/--qrels")
+        evals = {}
+        if eval_queries is not None:
+            evals["eval"] = (read_queries(eval_queries), read_qrels(eval_qrels))
+        version = train_corpus_and_publish(
+            settings, corpus, snapshot, start, profile, overrides, evals, publish
+        )
     typer.echo(f"{'published' if publish else 'stored (not published)'} version {version}")
+    if publish:
+        from deployments.rollout import app_is_running, rollout
+
+        if app_is_running(settings):  # the stack serves: switch it to the new version now
+            typer.echo(f"live version: {rollout(settings)}")
 
 
 @app.command("eval")
 def evaluate(
     queries: str = typer.Option(..., "--queries", help="TREC topics: qid<TAB>query per line."),
-    qrels: str = typer.Option(..., "--qrels", help="TREC qrels: qid 0 pid rel per line."),
+    qrels: str = typer.Option(..., "--qrels", help="TREC qrels: qid 0 doc_id rel per line."),
     system: list[str] = typer.Option(
         ["rnn,bm25,meanpool,hybrid"],
         "--system",
@@ -275,6 +321,108 @@ def release_export(
     typer.echo(describe(release), nl=False)
 
 
+# --------------------------------------------------------------------------- your documents
+corpus_app = typer.Typer(
+    no_args_is_help=True,
+    help="Your own documents: import a file as a corpus, list and inspect corpora "
+    "(docs/corpora.md).",
+)
+app.add_typer(corpus_app, name="corpus")
+
+
+@corpus_app.command("import")
+def corpus_import(
+    file: str = typer.Argument(..., help="JSONL, CSV, TSV (each may be .gz) or Parquet."),
+    name: str = typer.Option(..., "--name", help="The corpus: lowercase letters, digits, _ -."),
+    fmt: str = typer.Option(
+        None, "--format", help="jsonl, csv, tsv or parquet; default: from the file name."
+    ),
+    id_field: str = typer.Option("id", "--id-field", help="The field holding the id."),
+    text_field: str = typer.Option("text", "--text-field", help="The field holding the text."),
+    title_field: str = typer.Option("title", "--title-field", help="An optional title field."),
+    url_field: str = typer.Option("url", "--url-field", help="An optional URL field."),
+    metadata_field: str = typer.Option(
+        "metadata", "--metadata-field", help="An optional JSON object (a JSON string in CSV/TSV)."
+    ),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Import the good rows and leave bad ones out (default: refuse)."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar."),
+) -> None:
+    """Validate every row of FILE and store it as a new snapshot of corpus NAME; with a bad
+    row, nothing is stored (exit 1) and the problems are listed by line."""
+    from cluster.config import get_settings
+    from cluster.corpora import CorpusStore, FieldMap
+
+    fields = FieldMap(id_field, text_field, title_field, url_field, metadata_field)
+    store = CorpusStore.from_settings(get_settings())
+    report = store.import_file(file, name, fields, fmt, skip_bad=skip_bad, progress=progress)
+    if report.snapshot is None:
+        typer.echo(report.describe(), err=True)
+        raise typer.Exit(1)
+    typer.echo(report.describe())
+
+
+@corpus_app.command("list")
+def corpus_list() -> None:
+    """Every corpus: its latest snapshot, documents, when it was imported."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cluster.config import get_settings
+    from cluster.corpora import CorpusStore
+
+    rows = CorpusStore.from_settings(get_settings()).list_corpora()
+    if not rows:
+        typer.echo("no corpora yet: `twotower corpus import FILE --name NAME` adds one")
+        return
+    table = Table("name", "latest snapshot", "documents", "imported (UTC)", "snapshots", "source")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["snapshot"],
+            f"{row['count']:,}",
+            row["created_at"][:19].replace("T", " "),
+            str(row["snapshots"]),
+            row["source"],
+        )
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+@corpus_app.command("show")
+def corpus_show(
+    name: str = typer.Argument(..., help="The corpus."),
+    snapshot: str = typer.Option(None, "--snapshot", help="A snapshot id; default: LATEST."),
+) -> None:
+    """One snapshot's manifest: count, source, fields, skipped rows, files and checksums."""
+    from cluster.config import get_settings
+    from cluster.corpora import CorpusStore
+
+    store = CorpusStore.from_settings(get_settings())
+    manifest = store.manifest(name, snapshot)
+    snapshots = store.snapshots(name)
+    skipped = ", ".join(f"{k} {v}" for k, v in manifest.get("skipped_by_kind", {}).items())
+    named = manifest.get("fields", {})
+    fields = ", ".join(
+        f"{k}={named[k]}" for k in ("id", "text", "title", "url", "metadata") if k in named
+    )
+    lines = [
+        f"corpus     {manifest['name']}",
+        f"snapshot   {manifest['snapshot']}"
+        + (" (latest)" if manifest["snapshot"] == store.latest(name) else ""),
+        f"imported   {manifest['created_at']}",
+        f"documents  {manifest['count']:,}",
+        f"source     {manifest.get('source')} ({manifest.get('format')}, "
+        f"{manifest.get('source_bytes', 0):,} bytes)",
+        f"fields     {fields}",
+        f"skipped    {manifest.get('skipped', 0)}" + (f" ({skipped})" if skipped else ""),
+    ]
+    for rel, entry in manifest["files"].items():
+        lines.append(f"file       {rel}  {entry['size']:,} bytes  sha256 {entry['sha256']}")
+    lines.append(f"snapshots  {len(snapshots)}: {', '.join(snapshots)}")
+    typer.echo("\n".join(lines))
+
+
 # --------------------------------------------------------------------------- serving
 @app.command()
 def deploy(
@@ -330,9 +478,24 @@ def bench(
     scale: bool = typer.Option(True, "--scale/--no-scale", help="Also run the 1M-passage test."),
     scale_passages: int = typer.Option(1_000_000, "--scale-passages", min=10_000),
     served: bool = typer.Option(True, "--served/--no-served", help="Load-test the running app."),
+    documents: bool = typer.Option(
+        False,
+        "--documents",
+        help="Instead: upsert-to-searchable latency, and search p99 while documents are "
+        "written at --write-rate (docs/corpora.md).",
+    ),
+    write_rate: float = typer.Option(100.0, "--write-rate", min=1, help="Documents a second."),
 ) -> None:
     """Load-test the running app on loopback and compare with the in-process bound."""
     from cluster.config import get_settings
+
+    if documents:
+        from rich.console import Console
+
+        from monitoring.documents_bench import main as documents_main
+
+        documents_main(get_settings(), 30, max_seconds, write_rate, Console())
+        return
     from monitoring.bench import main as bench_main
 
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
@@ -402,7 +565,7 @@ def simulate(
     settings = get_settings()
     if repeats == 0:
         stats = sim.run_sessions(settings, sessions, seed, concurrency=concurrency)
-        typer.echo(json.dumps(stats.__dict__, indent=2, default=str))
+        typer.echo(json.dumps(stats.to_dict(), indent=2, default=str))
         raise typer.Exit(1 if stats.clicks == 0 else 0)
     trials = sim.repeated_trials(settings, sessions, seed, repeats, concurrency=concurrency)
     text = json.dumps([t.__dict__ for t in trials], indent=2, default=str)

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import httpx
 import psycopg
@@ -30,12 +30,12 @@ class ClickModel:
     p_relevant: float = 0.9  # P(click | examined, relevant)
     p_noise: float = 0.05  # P(click | examined, not relevant)
 
-    def clicks(self, shown: list[int], relevant: set[int], rng: random.Random) -> list[int]:
+    def clicks(self, shown: list[str], relevant: set[str], rng: random.Random) -> list[str]:
         clicked = []
-        for rank, pid in enumerate(shown, 1):
+        for rank, doc_id in enumerate(shown, 1):
             if rng.random() < (1.0 / rank) ** self.eta:
-                if rng.random() < (self.p_relevant if pid in relevant else self.p_noise):
-                    clicked.append(pid)
+                if rng.random() < (self.p_relevant if doc_id in relevant else self.p_noise):
+                    clicked.append(doc_id)
         return clicked
 
 
@@ -48,6 +48,65 @@ class SessionStats:
     failures: list[str] = field(default_factory=list)
     last_click_at: float | None = None  # wall clock (time.time())
     seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
+
+    def clicked(self, relevant: bool) -> None:
+        with self.lock:
+            self.clicks += 1
+            self.relevant_clicks += relevant
+            self.last_click_at = time.time()
+
+    def finished(self, failure: str | None = None) -> None:
+        with self.lock:
+            if failure is None:
+                self.sessions += 1
+                self.searches += 1
+            else:
+                self.failures.append(failure)
+
+
+@dataclass(frozen=True)
+class Session:
+    """One simulated user: a search, then clicks at human speed."""
+
+    session_id: str
+    query: str
+    relevant: set[str]
+    rng: random.Random
+    dwell_s: tuple[float, float] = (0.4, 1.0)
+
+    def run(self, client: httpx.Client, model: ClickModel, k: int, stats: SessionStats) -> None:
+        body = {"query": self.query, "k": k, "mode": "dense", "session_id": self.session_id}
+        resp = client.post("/search", json=body)
+        resp.raise_for_status()
+        answer = resp.json()
+        shown = [r["doc_id"] for r in answer["results"]]
+        for doc_id in model.clicks(shown, self.relevant, self.rng):
+            time.sleep(self.rng.uniform(*self.dwell_s))
+            click = {"search_id": answer["search_id"], "doc_id": doc_id, "kind": "click"}
+            client.post("/feedback", json=click).raise_for_status()
+            stats.clicked(doc_id in self.relevant)
+
+
+def plan_sessions(sessions: int, seed: int, dwell_s: tuple[float, float]) -> list[Session]:
+    """``sessions`` users asking the simulated dev half, drawn uniformly (seeded)."""
+    if sessions < 1:
+        raise ValueError("sessions must be >= 1")
+    queries = dev_split().simulated
+    qrels = load_qrels("dev")
+    qids = sorted(q for q in queries if q in qrels)
+    rng = random.Random(seed)
+    plan = []
+    for i in range(sessions):
+        qid, session_seed = rng.choice(qids), rng.random()
+        relevant = {d for d, rel in qrels[qid].items() if rel > 0}
+        plan.append(
+            Session(f"sim-{seed}-{i}", queries[qid], relevant, random.Random(session_seed), dwell_s)
+        )
+    return plan
 
 
 def run_sessions(
@@ -64,59 +123,23 @@ def run_sessions(
 
     The pauses keep each session at human speed (the loop drops bot-fast sessions); sessions
     run ``concurrency`` at a time so K sessions still take K * ~1.5 s / concurrency."""
-    if sessions < 1:
-        raise ValueError("sessions must be >= 1")
-    queries = dev_split().simulated
-    qrels = load_qrels("dev")
-    qids = sorted(q for q in queries if q in qrels)
-    rng = random.Random(seed)
-    plan = [(i, rng.choice(qids), rng.random()) for i in range(sessions)]
-    stats, lock = SessionStats(), threading.Lock()
+    plan = plan_sessions(sessions, seed, dwell_s)
+    stats = SessionStats()
     started = time.monotonic()
     watermark = _feedback_watermark(settings)
 
-    def one(item: tuple[int, str, float]) -> None:
-        i, qid, session_seed = item
-        srng = random.Random(session_seed)
-        relevant = {int(p) for p, rel in qrels[qid].items() if rel > 0}
+    def one(session: Session) -> None:
         try:
             with httpx.Client(base_url=settings.api_base_url, timeout=30) as client:
-                resp = client.post(
-                    "/search",
-                    json={
-                        "query": queries[qid],
-                        "k": k,
-                        "mode": "dense",
-                        "session_id": f"sim-{seed}-{i}",
-                    },
-                )
-                resp.raise_for_status()
-                body = resp.json()
-                shown = [int(r["pid"]) for r in body["results"]]
-                clicked = model.clicks(shown, relevant, srng)
-                for pid in clicked:
-                    time.sleep(srng.uniform(*dwell_s))
-                    fb = client.post(
-                        "/feedback",
-                        json={"search_id": body["search_id"], "pid": pid, "kind": "click"},
-                    )
-                    fb.raise_for_status()
-                    with lock:
-                        stats.clicks += 1
-                        stats.relevant_clicks += pid in relevant
-                        stats.last_click_at = time.time()
-            with lock:
-                stats.sessions += 1
-                stats.searches += 1
+                session.run(client, model, k, stats)
+            stats.finished()
         except httpx.HTTPError as exc:
-            with lock:
-                stats.failures.append(f"session {i}: {exc}")
+            stats.finished(f"session {session.session_id}: {exc}")
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(one, plan))
     if watermark is not None and stats.clicks:
-        session_ids = {f"sim-{seed}-{i}" for i, _, _ in plan}
-        wait_until_logged(settings, watermark, session_ids, stats.clicks)
+        wait_until_logged(settings, watermark, {s.session_id for s in plan}, stats.clicks)
     stats.seconds = round(time.monotonic() - started, 2)
     return stats
 
@@ -216,7 +239,7 @@ def trial(settings: Settings, sessions: int, seed: int, *, concurrency: int = 8)
     store = ArtifactStore.from_settings(settings)
     base_dir = store.download(base)
     changes = measure_change(base_dir, store.download(new) if new else base_dir)
-    return Trial(seed, base, new, result.to_dict(), asdict(stats), click_to_live, changes)
+    return Trial(seed, base, new, result.to_dict(), stats.to_dict(), click_to_live, changes)
 
 
 def restore(settings: Settings, version: str) -> None:

@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cluster.api_tokens import write_token
 from cluster.artifacts import minio_client
 from cluster.config import Settings, get_settings, settings_env
 from cluster.haproxy import haproxy_env, serve_files_dir
@@ -310,6 +311,13 @@ def _print_addresses(settings: Settings, stack: list[Service], services_only: bo
     if not services_only:
         table.add_row("search API", f"{settings.api_base_url}/docs")
     console.print(table)
+    if not services_only and settings.api_write_token is None:
+        write_token(settings)  # generated now, so it can be read before the first write
+        token = settings.write_token_file
+        console.print(
+            f"writing documents (PUT/DELETE /documents) needs the token in {token}: "
+            f"`Authorization: Bearer $(cat {token})`"
+        )
 
 
 def down(settings: Settings | None = None) -> None:

@@ -12,6 +12,12 @@ import httpx
 
 TIMEOUT_S = 30.0  # a cold encoder on a busy machine can take seconds
 
+# The connection was reset, or closed without an answer: the replica serving it died mid-request
+# (HAProxy replays most such requests itself, not all: docs/serving.md, "Failures"), or a kept-
+# alive connection was closed under us. An idempotent call is sent once more, on a new
+# connection. A timeout is not retried (that would double the wait), nor is any answer.
+RETRIED_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
 
 class BackendUnavailable(Exception):
     """The server could not be reached, or answered with a server error."""
@@ -32,15 +38,30 @@ def _detail(response: httpx.Response) -> str:
 
 
 class SearchApi:
-    """A small synchronous client for the Ray Serve HTTP API (docs/api.md)."""
+    """A small synchronous client for the Ray Serve HTTP API (docs/api.md).
+
+    A search and every GET are sent once more when their connection breaks without an answer
+    (``RETRIED_ERRORS``); a feedback is not (it would count twice), and no answer is retried,
+    4xx or 5xx. A search sent twice may be logged twice, like a search the user repeats."""
 
     def __init__(self, base_url: str, timeout: float = TIMEOUT_S) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, retry: bool, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, **kwargs)
+        except RETRIED_ERRORS:
+            if not retry:
+                raise
+        return self._http.request(method, path, **kwargs)  # once more, on a new connection
+
+    def _call(self, method: str, path: str, *, retry: bool | None = None, **kwargs: Any) -> Any:
+        """``retry``: send once more when the connection breaks unanswered; None = GETs only."""
+        try:
+            response = self._send(
+                method, path, method == "GET" if retry is None else retry, **kwargs
+            )
         except httpx.HTTPError as exc:
             raise BackendUnavailable(
                 f"The search service at {self.base_url} cannot be reached ({type(exc).__name__})."
@@ -65,11 +86,11 @@ class SearchApi:
         body = {"query": query, "k": k} | ({"mode": mode} if mode else {})
         if session_id:
             body["session_id"] = session_id
-        return self._call("POST", "/search", json=body)
+        return self._call("POST", "/search", retry=True, json=body)  # idempotent: a read
 
-    def feedback(self, search_id: str, pid: int, kind: str) -> dict:
+    def feedback(self, search_id: str, doc_id: str, kind: str) -> dict:
         return self._call(
-            "POST", "/feedback", json={"search_id": search_id, "pid": pid, "kind": kind}
+            "POST", "/feedback", json={"search_id": search_id, "doc_id": doc_id, "kind": kind}
         )
 
     def health(self) -> dict:

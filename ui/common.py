@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import streamlit as st
@@ -22,6 +23,12 @@ STYLE = """
 .result-meta { color: #6b7280; font-size: 0.9rem; margin: 0.2rem 0 0.4rem 0; }
 </style>
 """
+
+
+def widget_key(kind: str, search_id: str, doc_id: str) -> str:
+    """A widget key for a result: document ids are the corpus's own strings, so the key holds
+    a digest of the id (Streamlit turns keys into CSS class names)."""
+    return f"{kind}-{search_id}-{hashlib.sha256(doc_id.encode()).hexdigest()[:16]}"
 
 
 def api() -> SearchApi:

@@ -3,8 +3,8 @@
 Two sides sharing one schema (migrate.py) and one set of records (records.py):
 
 writer = LogWriter(settings)          # the ingress: a thread, a pool, a write-ahead file
-writer.log_search(SearchRecord(query=..., results=[ResultItem(pid=..., rank=1, score=...)]))
-writer.log_feedback(FeedbackRecord(search_id=..., pid=..., kind="click"))  # True: on disk
+writer.log_search(SearchRecord(query=..., results=[ResultItem(doc_id=..., rank=1, score=...)]))
+writer.log_feedback(FeedbackRecord(search_id=..., doc_id=..., kind="click"))  # True: on disk
 reader = LogReader(settings)          # everyone else: one connection, no thread, no buffer
 reader.feedback_since(watermark)      # rows joined with their search, for the learning loop
 """

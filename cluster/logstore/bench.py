@@ -30,7 +30,7 @@ MODES = {"fsync (default)": True, "no fsync": False}
 
 def _search(session: str, i: int) -> SearchRecord:
     """About the size of a served search's record (ten results)."""
-    results = [ResultItem(pid=1000 + r, rank=r + 1, score=1.0 - r / 20) for r in range(10)]
+    results = [ResultItem(doc_id=str(1000 + r), rank=r + 1, score=1.0 - r / 20) for r in range(10)]
     return SearchRecord(
         session_id=session,
         query=f"bench query number {i}",

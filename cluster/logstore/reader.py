@@ -33,7 +33,7 @@ SELECT id, created_at, session_id, query, model_version, mode, latency_ms, resul
   FROM searches WHERE id = %s::uuid
 """
 FEEDBACK_SINCE = """
-SELECT f.id, f.event_id, f.search_id, f.pid, f.rank, f.kind, f.created_at,
+SELECT f.id, f.event_id, f.search_id, f.doc_id, f.rank, f.kind, f.created_at,
        s.session_id, s.query, s.model_version, s.mode, s.latency_ms, s.results,
        s.created_at AS searched_at
   FROM feedback f JOIN searches s ON s.id = f.search_id

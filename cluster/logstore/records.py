@@ -17,13 +17,29 @@ import math
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 MAX_QUERY_CHARS = 10_000
 MAX_LABEL_CHARS = 256  # session ids, model versions, modes
 MAX_RESULTS = 1_000
+MAX_DOC_ID_CHARS = 256
+
+
+def _legacy_pid(value):
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# A document id. Records written before documents had string ids name it `pid`, an integer:
+# a disk buffer of such records still replays.
+DocId = Annotated[
+    str,
+    BeforeValidator(_legacy_pid),
+    Field(
+        validation_alias=AliasChoices("doc_id", "pid"), min_length=1, max_length=MAX_DOC_ID_CHARS
+    ),
+]
 FEEDBACK_KINDS = ("click", "relevant", "not_relevant")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -45,7 +61,7 @@ class ResultItem(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    pid: int = Field(ge=0)
+    doc_id: DocId
     rank: int = Field(ge=1)
     score: float
 
@@ -88,7 +104,7 @@ class SearchRecord(BaseModel):
 class FeedbackRecord(BaseModel):
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     search_id: uuid.UUID
-    pid: int = Field(ge=0)
+    doc_id: DocId
     kind: Literal["click", "relevant", "not_relevant"]
     rank: int | None = Field(default=None, ge=1)  # None: looked up from the search's results
     created_at: datetime = Field(default_factory=_now)

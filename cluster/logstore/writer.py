@@ -62,14 +62,14 @@ VALUES (%(id)s::uuid, %(created_at)s::timestamptz, %(session_id)s, %(query)s,
         %(model_version)s, %(mode)s, %(latency_ms)s, %(results)s::jsonb)
 ON CONFLICT (id) DO NOTHING
 """
-# `rank` defaults to where the pid was shown in its search.
+# `rank` defaults to where the document was shown in its search.
 INSERT_FEEDBACK = """
-INSERT INTO feedback (event_id, search_id, pid, rank, kind, created_at)
-VALUES (%(event_id)s::uuid, %(search_id)s::uuid, %(pid)s,
+INSERT INTO feedback (event_id, search_id, doc_id, rank, kind, created_at)
+VALUES (%(event_id)s::uuid, %(search_id)s::uuid, %(doc_id)s,
         COALESCE(%(rank)s::integer,
                  (SELECT (r ->> 'rank')::integer
                     FROM searches s, jsonb_array_elements(s.results) AS r
-                   WHERE s.id = %(search_id)s::uuid AND (r ->> 'pid')::bigint = %(pid)s
+                   WHERE s.id = %(search_id)s::uuid AND r ->> 'doc_id' = %(doc_id)s
                    LIMIT 1)),
         %(kind)s, %(created_at)s::timestamptz)
 ON CONFLICT (event_id) DO NOTHING
@@ -84,6 +84,20 @@ def _search_row(record: SearchRecord) -> dict:
 
 def _feedback_row(record: FeedbackRecord) -> dict:
     return {"type": "feedback", **record.model_dump(mode="json")}
+
+
+def _current(row: dict) -> dict:
+    """A buffered row as this version inserts it: rows buffered before documents had string
+    ids name them `pid`, an integer."""
+    if row.get("type") == "feedback" and "pid" in row:
+        row = {**row, "doc_id": str(row["pid"])}
+    elif row.get("type") == "search" and '"pid"' in row.get("results", ""):
+        results = json.loads(row["results"])
+        for item in results:
+            if "pid" in item:
+                item["doc_id"] = str(item.pop("pid"))
+        row = {**row, "results": json.dumps(results)}
+    return row
 
 
 def _waits_for_search(row: dict, err: Exception) -> bool:
@@ -284,7 +298,7 @@ class LogWriter:
         with conn.transaction(), conn.cursor() as cur:
             if any(r["type"] == "feedback" for r in rows):
                 cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (FEEDBACK_LOCK,))
-            for kind, run in itertools.groupby(rows, key=lambda r: r["type"]):
+            for kind, run in itertools.groupby(map(_current, rows), key=lambda r: r["type"]):
                 cur.executemany(INSERT_SEARCH if kind == "search" else INSERT_FEEDBACK, list(run))
 
     def _retry_held(self) -> None:

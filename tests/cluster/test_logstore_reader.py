@@ -47,6 +47,39 @@ def test_migrations_run_twice_and_from_two_processes_at_once(postgres):
         conn.execute("SELECT id, event_id, search_id FROM feedback LIMIT 0")
 
 
+def test_string_id_migration_keeps_the_logs_a_database_already_holds(postgres, tmp_path):
+    """A database made before documents had string ids: its feedback rows and the results its
+    searches showed come through migration 0002 with the same ids, as strings."""
+    database = f"mig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    dsn = postgres.dsn.rsplit("/", 1)[0] + "/" + database
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "0001_initial.sql").write_text(discover()[0].sql)
+    search = uuid.uuid4()
+    with psycopg.connect(dsn) as conn:
+        assert apply_migrations(conn, first) == [1]
+        conn.execute(
+            "INSERT INTO searches (id, created_at, query, mode, results) VALUES "
+            "(%s, now(), 'q', 'dense', %s::jsonb)",
+            (search, '[{"pid": 42, "rank": 1, "score": 0.9}, {"pid": 7, "rank": 2, "score": 0.1}]'),
+        )
+        conn.execute(
+            "INSERT INTO feedback (event_id, search_id, pid, rank, kind, created_at) "
+            "VALUES (%s, %s, 7, 2, 'click', now())",
+            (uuid.uuid4(), search),
+        )
+        conn.commit()
+        assert 2 in apply_migrations(conn)
+        results = conn.execute("SELECT results FROM searches WHERE id = %s", (search,)).fetchone()
+        assert results[0] == [
+            {"doc_id": "42", "rank": 1, "score": 0.9},
+            {"doc_id": "7", "rank": 2, "score": 0.1},
+        ]
+        assert conn.execute("SELECT doc_id FROM feedback").fetchall() == [("7",)]
+
+
 def test_runs_and_watermark(reader):
     loop = f"test-{uuid.uuid4().hex[:8]}"
     assert reader.get_watermark(loop) == 0

@@ -35,7 +35,7 @@ def reader(settings):
 
 
 def a_search(session: str, query: str = "what is a two tower model", n: int = 3) -> SearchRecord:
-    results = [ResultItem(pid=100 + i, rank=i + 1, score=1.0 - i / 10) for i in range(n)]
+    results = [ResultItem(doc_id=str(100 + i), rank=i + 1, score=1.0 - i / 10) for i in range(n)]
     return SearchRecord(
         session_id=session, query=query, model_version="v-test", latency_ms=12.5, results=results
     )
@@ -51,9 +51,9 @@ def test_write_and_read_back(writer, reader, settings):
     search = a_search(session)
     watermark = reader.latest_feedback_id()
     writer.log_search(search)
-    click = FeedbackRecord(search_id=search.id, pid=101, kind="click")
+    click = FeedbackRecord(search_id=search.id, doc_id="101", kind="click")
     writer.log_feedback(click)
-    writer.log_feedback(FeedbackRecord(search_id=search.id, pid=102, kind="relevant", rank=3))
+    writer.log_feedback(FeedbackRecord(search_id=search.id, doc_id="102", kind="relevant", rank=3))
     writer.log_search(search)  # a replay of the same record is ignored
     writer.log_feedback(click)
     assert writer.flush(30)
@@ -64,12 +64,12 @@ def test_write_and_read_back(writer, reader, settings):
     assert reader.get_search(uuid.uuid4()) is None
 
     rows = [r for r in reader.feedback_since(watermark) if r["session_id"] == session]
-    assert [(r["pid"], r["rank"], r["kind"]) for r in rows] == [
-        (101, 2, "click"),  # rank looked up from the results the search showed
-        (102, 3, "relevant"),
+    assert [(r["doc_id"], r["rank"], r["kind"]) for r in rows] == [
+        ("101", 2, "click"),  # rank looked up from the results the search showed
+        ("102", 3, "relevant"),
     ]
     assert rows[0]["query"] == search.query and rows[0]["searched_at"] == search.created_at
-    assert rows[0]["results"][0] == {"pid": 100, "rank": 1, "score": 1.0}
+    assert rows[0]["results"][0] == {"doc_id": "100", "rank": 1, "score": 1.0}
     later = [r["event_id"] for r in reader.feedback_since(rows[0]["id"])]
     assert rows[0]["event_id"] not in later and rows[1]["event_id"] in later
     assert count(settings, "SELECT count(*) FROM searches WHERE session_id = %s", session) == 1
@@ -99,8 +99,8 @@ def test_feedback_for_an_unknown_search_is_rejected_once_the_wait_is_over(
     good = a_search(session)
     with LogWriter(quick, buffer_dir=tmp_path / "buffer") as writer:
         assert writer.log_search(good)
-        assert writer.log_feedback(FeedbackRecord(search_id=uuid.uuid4(), pid=1, kind="click"))
-        assert writer.log_feedback(FeedbackRecord(search_id=good.id, pid=100, kind="click"))
+        assert writer.log_feedback(FeedbackRecord(search_id=uuid.uuid4(), doc_id="1", kind="click"))
+        assert writer.log_feedback(FeedbackRecord(search_id=good.id, doc_id="100", kind="click"))
         assert not writer.log_search(None)  # not a record: logged, never raised into a search
         assert writer.flush(30)
         stats = writer.stats()
@@ -132,13 +132,41 @@ def test_hostile_text_is_refused_clearly_or_stored_safely(writer, reader, settin
     with pytest.raises(ValueError, match="query must be a string"):
         SearchRecord(query=b"bytes")
     with pytest.raises(ValueError):
-        FeedbackRecord(search_id=uuid.uuid4(), pid=1, kind="like")
+        FeedbackRecord(search_id=uuid.uuid4(), doc_id="1", kind="like")
     with pytest.raises(ValueError):
-        FeedbackRecord(search_id="not-a-uuid", pid=1, kind="click")
+        FeedbackRecord(search_id="not-a-uuid", doc_id="1", kind="click")
     with pytest.raises(ValueError, match="finite"):
-        ResultItem(pid=1, rank=1, score=float("nan"))
+        ResultItem(doc_id="1", rank=1, score=float("nan"))
     with pytest.raises(ValueError):
-        ResultItem(pid=-1, rank=0, score=0.0)
+        ResultItem(doc_id="", rank=0, score=0.0)
+
+
+def test_records_buffered_before_string_ids_still_replay(settings, reader, tmp_path):
+    """A disk buffer left by a version whose records named documents `pid` (an integer), as
+    an upgrade during a PostgreSQL outage leaves it: the next writer stores every record, with
+    string ids, and rejects none."""
+    session = uuid.uuid4().hex
+    search_id, event_id = uuid.uuid4(), uuid.uuid4()
+    old = WriteAheadLog(tmp_path / "buffer", max_bytes=1 << 20, fsync=False)
+    old.append(
+        {"type": "search", "id": str(search_id), "created_at": "2026-12-01T10:00:00Z",
+         "session_id": session, "query": "old record", "model_version": "v-old",
+         "mode": "dense", "latency_ms": 3.0,
+         "results": '[{"pid": 7, "rank": 1, "score": 0.5}, {"pid": 8, "rank": 2, "score": 0.4}]'}
+    )  # fmt: skip
+    old.append(
+        {"type": "feedback", "event_id": str(event_id), "search_id": str(search_id), "pid": 8,
+         "kind": "click", "rank": None, "created_at": "2026-12-01T10:00:05Z"}
+    )  # fmt: skip
+    old.close()
+    watermark = reader.latest_feedback_id()
+    with LogWriter(settings, buffer_dir=tmp_path / "buffer") as writer:
+        assert writer.flush(30)
+        assert writer.stats()["rejected"] == 0
+    stored = reader.get_search(search_id)
+    assert [(r.doc_id, r.rank) for r in stored.results] == [("7", 1), ("8", 2)]
+    rows = [r for r in reader.feedback_since(watermark) if r["session_id"] == session]
+    assert [(r["doc_id"], r["rank"]) for r in rows] == [("8", 2)]
 
 
 def test_the_buffer_is_bounded_and_what_it_drops_is_counted(tmp_path):
@@ -172,7 +200,7 @@ def test_postgres_outage_mid_stream_loses_and_duplicates_nothing(postgres, setti
             search = a_search(session, f"outage query {sent}")
             start = time.perf_counter()
             logs.log_search(search)
-            logs.log_feedback(FeedbackRecord(search_id=search.id, pid=100, kind="click"))
+            logs.log_feedback(FeedbackRecord(search_id=search.id, doc_id="100", kind="click"))
             slowest_call = max(slowest_call, time.perf_counter() - start)
             sent += 1
             time.sleep(0.005)
@@ -255,8 +283,10 @@ def test_two_writers_on_one_folder_through_an_outage_lose_nothing_parents_first(
             own, other = writers[sent % 2], writers[(sent + 1) % 2]
             search = a_search(session, f"shared folder {sent}")
             assert own.log_search(search)
-            assert other.log_feedback(FeedbackRecord(search_id=search.id, pid=100, kind="click"))
-            assert own.log_feedback(FeedbackRecord(search_id=search.id, pid=101, kind="click"))
+            assert other.log_feedback(
+                FeedbackRecord(search_id=search.id, doc_id="100", kind="click")
+            )
+            assert own.log_feedback(FeedbackRecord(search_id=search.id, doc_id="101", kind="click"))
             sent += 1
             time.sleep(0.005)
 
@@ -299,7 +329,7 @@ def test_feedback_whose_search_is_still_buffered_elsewhere_is_retried_not_reject
     search = a_search(uuid.uuid4().hex)
     with LogWriter(unreachable, buffer_dir=tmp_path / "elsewhere") as elsewhere:
         assert elsewhere.log_search(search)
-    click = FeedbackRecord(search_id=search.id, pid=101, kind="click")
+    click = FeedbackRecord(search_id=search.id, doc_id="101", kind="click")
     with LogWriter(settings, buffer_dir=tmp_path / "here") as here:
         assert here.log_feedback(click)
         deadline = time.monotonic() + 30

@@ -47,7 +47,7 @@ def main(queries: list[str]) -> dict:
                 timeout=60,
             )
             r.raise_for_status()
-            rankings[query] = [hit["pid"] for hit in r.json()["results"]]
+            rankings[query] = [hit["doc_id"] for hit in r.json()["results"]]
         deployments = serve.status().applications[APP_NAME].deployments
         details = serve_details()
         placed = {

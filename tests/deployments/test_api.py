@@ -25,7 +25,7 @@ def api(serving):
 def test_search_returns_the_same_ten_results_as_an_in_process_search(api, tiny_version):
     _, version, version_dir = tiny_version
     encoder, shards = QueryEncoder.load(version_dir), load_shards(version_dir)
-    scores, pids = search_shards(shards, encoder.encode(QUERIES), 10)
+    scores, ids = search_shards(shards, encoder.encode(QUERIES), 10)
     for i, query in enumerate(QUERIES):
         response = api.post("/search", json={"query": query, "mode": "dense"})
         assert response.status_code == 200, response.text
@@ -34,7 +34,7 @@ def test_search_returns_the_same_ten_results_as_an_in_process_search(api, tiny_v
         assert body["latency_ms"] > 0 and len(body["search_id"]) == 36
         results = body["results"]
         assert [r["rank"] for r in results] == list(range(1, 11))
-        assert [r["pid"] for r in results] == pids[i].tolist()
+        assert [r["doc_id"] for r in results] == ids[i].tolist()
         np.testing.assert_allclose([r["score"] for r in results], scores[i], rtol=1e-4)
         assert all(r["text"] for r in results)
 
@@ -55,14 +55,16 @@ def test_a_search_without_a_mode_gets_the_configured_default_and_says_so(api, se
     asked = api.post("/search", json={"query": "botulism bacteria", "k": 25}).json()
     hybrid = api.post("/search", json={"query": "botulism bacteria", "k": 25, "mode": "hybrid"})
     assert asked["mode"] == "hybrid"
-    assert [r["pid"] for r in asked["results"]] == [r["pid"] for r in hybrid.json()["results"]]
+    assert [r["doc_id"] for r in asked["results"]] == [
+        r["doc_id"] for r in hybrid.json()["results"]
+    ]
 
 
 def test_search_is_logged_and_feedback_accepted(api, serving):
     body = api.post("/search", json={"query": "symptoms of the flu", "session_id": "s-1"}).json()
-    shown = body["results"][2]["pid"]
+    shown = body["results"][2]["doc_id"]
     response = api.post(
-        "/feedback", json={"search_id": body["search_id"], "pid": shown, "kind": "click"}
+        "/feedback", json={"search_id": body["search_id"], "doc_id": shown, "kind": "click"}
     )
     assert response.status_code == 200 and response.json() == {"ok": True}
     deadline = time.monotonic() + 20
@@ -70,7 +72,7 @@ def test_search_is_logged_and_feedback_accepted(api, serving):
     while time.monotonic() < deadline and not rows:
         with psycopg.connect(serving.dsn) as conn:
             rows = conn.execute(
-                "SELECT f.pid, f.kind, f.rank FROM feedback f WHERE f.search_id = %s",
+                "SELECT f.doc_id, f.kind, f.rank FROM feedback f WHERE f.search_id = %s",
                 (body["search_id"],),
             ).fetchall()
         time.sleep(0.2)
@@ -115,14 +117,20 @@ def test_lone_surrogate_in_the_query_gets_a_422(api):
 
 def test_bad_feedback_gets_a_4xx(api):
     body = api.post("/search", json={"query": "capital of france", "k": 5}).json()
-    shown = {r["pid"] for r in body["results"]}
-    not_shown = next(p for p in range(10**6) if p not in shown)
+    shown = {r["doc_id"] for r in body["results"]}
+    not_shown = next(str(p) for p in range(10**6) if str(p) not in shown)
+    sid = body["search_id"]
     cases = [
-        ({"search_id": "0c1f9f6e-3c0e-4d5e-9a53-2f3a3c9b0d11", "pid": 1, "kind": "click"}, 404),
-        ({"search_id": body["search_id"], "pid": not_shown, "kind": "click"}, 404),
-        ({"search_id": body["search_id"], "pid": next(iter(shown)), "kind": "like"}, 422),
-        ({"search_id": "not-a-uuid", "pid": 1, "kind": "click"}, 422),
-        ({"search_id": body["search_id"], "pid": -1, "kind": "click"}, 422),
+        (
+            {"search_id": "0c1f9f6e-3c0e-4d5e-9a53-2f3a3c9b0d11", "doc_id": "1", "kind": "click"},
+            404,
+        ),
+        ({"search_id": sid, "doc_id": not_shown, "kind": "click"}, 404),
+        ({"search_id": sid, "doc_id": next(iter(shown)), "kind": "like"}, 422),
+        ({"search_id": "not-a-uuid", "doc_id": "1", "kind": "click"}, 422),
+        ({"search_id": sid, "doc_id": "", "kind": "click"}, 422),
+        ({"search_id": sid, "doc_id": "x" * 257, "kind": "click"}, 422),
+        ({"search_id": sid, "pid": 1, "kind": "click"}, 422),  # the old field: named, refused
     ]
     for payload, status in cases:
         response = api.post("/feedback", json=payload)
@@ -195,6 +203,8 @@ def test_unknown_routes_and_methods_answer_a_detail_string(api):
     wrong = api.delete("/search")
     assert wrong.status_code == 405 and wrong.json() == {"detail": "Method Not Allowed"}
     assert wrong.headers["allow"] == "POST"
+    both = api.request("PATCH", "/documents/a")  # two routes share this path: both are named
+    assert both.status_code == 405 and both.headers["allow"] == "DELETE, GET"
 
 
 def test_the_schema_documents_every_error_as_a_detail_string_and_the_bounds(api):
@@ -213,7 +223,8 @@ def test_the_schema_documents_every_error_as_a_detail_string_and_the_bounds(api)
     search = components["SearchRequest"]["properties"]
     assert (search["k"]["minimum"], search["k"]["maximum"]) == (1, 100)
     assert search["query"]["maxLength"] == 512 and search["query"]["pattern"]
-    assert components["FeedbackRequest"]["properties"]["pid"]["minimum"] == 0
+    doc_id = components["FeedbackRequest"]["properties"]["doc_id"]
+    assert (doc_id["minLength"], doc_id["maxLength"]) == (1, 256)
     limit = schema["paths"]["/versions"]["get"]["parameters"][0]["schema"]
     assert (limit["minimum"], limit["maximum"]) == (1, 200)
 

@@ -33,7 +33,11 @@ def low_limits(serving):
 
 
 def feedback_for(api, search: dict, client: str) -> httpx.Response:
-    event = {"search_id": search["search_id"], "pid": search["results"][0]["pid"], "kind": "click"}
+    event = {
+        "search_id": search["search_id"],
+        "doc_id": search["results"][0]["doc_id"],
+        "kind": "click",
+    }
     return api.post("/feedback", json=event, headers={"x-real-ip": client})
 
 

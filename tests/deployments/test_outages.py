@@ -52,7 +52,7 @@ def test_postgres_down_is_a_quick_503_that_names_it(api, postgres):
         assert response.status_code == 503, response.text
         assert "log store (PostgreSQL) unavailable" in response.json()["detail"]
         assert seconds < QUICK_S, f"/runs took {seconds:.1f} s"
-        unknown = {"search_id": str(uuid.uuid4()), "pid": 1, "kind": "click"}
+        unknown = {"search_id": str(uuid.uuid4()), "doc_id": "1", "kind": "click"}
         response, seconds = timed(lambda: api.post("/feedback", json=unknown))
         print(f"PostgreSQL down: POST /feedback {response.status_code} in {seconds:.2f} s")
         assert response.status_code == 503, response.text  # not "unknown search_id"
@@ -61,8 +61,8 @@ def test_postgres_down_is_a_quick_503_that_names_it(api, postgres):
         assert api.post("/search", json={"query": "flu", "k": 3}).status_code == 200
         # Feedback on a search the answering replica remembers is still taken (buffered);
         # one it does not remember cannot be checked: 503. Never a 404.
-        pid = search["results"][0]["pid"]
-        known = {"search_id": search["search_id"], "pid": pid, "kind": "click"}
+        doc_id = search["results"][0]["doc_id"]
+        known = {"search_id": search["search_id"], "doc_id": doc_id, "kind": "click"}
         assert api.post("/feedback", json=known).status_code in (200, 503)
     finally:
         postgres.start()

@@ -22,7 +22,7 @@ QUERIES = [
 
 @pytest.fixture(scope="module")
 def two_versions(serving, tiny_version, tmp_path_factory):
-    """(A, B, {version: {query: pids}}): A is live; B is published but not live."""
+    """(A, B, {version: {query: doc_ids}}): A is live; B is published but not live."""
     settings, version_a, dir_a = tiny_version
     dir_b = derive_version(dir_a, tmp_path_factory.mktemp("derived") / "b")
     store = ArtifactStore.from_settings(settings)
@@ -73,8 +73,8 @@ def check(responses, expected) -> set[str]:
     failures = [(q, status, body) for q, status, body in responses if status != 200]
     assert not failures, failures[:3]
     for query, _, body in responses:
-        pids = [r["pid"] for r in body["results"]]
-        assert pids == expected[body["version"]][query], (query, body["version"])
+        ids = [r["doc_id"] for r in body["results"]]
+        assert ids == expected[body["version"]][query], (query, body["version"])
     return {body["version"] for _, _, body in responses}
 
 

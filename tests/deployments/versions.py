@@ -37,8 +37,8 @@ def derive_version(source: Path, target: Path, seed: int = 1) -> Path:
     return target
 
 
-def rankings(version_dir: Path, queries: list[str], k: int = 10) -> dict[str, list[int]]:
-    """query -> top-k pids, computed in-process exactly as serving ranks."""
+def rankings(version_dir: Path, queries: list[str], k: int = 10) -> dict[str, list[str]]:
+    """query -> top-k document ids, computed in-process exactly as serving ranks."""
     encoder, shards = QueryEncoder.load(version_dir), load_shards(version_dir)
-    _, pids = search_shards(shards, encoder.encode(queries), k)
-    return {q: row.tolist() for q, row in zip(queries, pids, strict=True)}
+    _, ids = search_shards(shards, encoder.encode(queries), k)
+    return {q: row.tolist() for q, row in zip(queries, ids, strict=True)}

@@ -10,12 +10,12 @@ from training.index import load_shards, search_shards
 
 def test_student_passages_reads_back_the_indexed_vectors(tiny_version_dir):
     shards = load_shards(tiny_version_dir)
-    pids = [int(p) for p in shards[-1].pids[:5]] + [int(shards[0].pids[0])]
-    vectors = student_passages(tiny_version_dir, pids)
+    ids = shards[-1].ids[:5].tolist() + [shards[0].ids[0]]
+    vectors = student_passages(tiny_version_dir, ids)
     _, found = search_shards(shards, vectors, 1)
-    assert found[:, 0].tolist() == pids  # each read-back vector finds its own passage first
+    assert found[:, 0].tolist() == ids  # each read-back vector finds its own passage first
     with pytest.raises(ValueError, match="not in this version's index"):
-        student_passages(tiny_version_dir, [-5])
+        student_passages(tiny_version_dir, ["no such document"])
 
 
 def test_gap_table_scores_every_mix_of_query_and_passage_vectors():
@@ -25,7 +25,7 @@ def test_gap_table_scores_every_mix_of_query_and_passage_vectors():
         return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
     passages = unit(rng.normal(size=(50, 16)))
-    pids = list(range(100, 150))
+    ids = [str(i) for i in range(100, 150)]
     qids = [str(i) for i in range(10)]
     qrels = {q: {str(100 + i): 1} for i, q in enumerate(qids)}
     close = unit(passages[:10] + 0.05 * rng.normal(size=(10, 16)))  # query i ≈ passage i
@@ -33,7 +33,7 @@ def test_gap_table_scores_every_mix_of_query_and_passage_vectors():
     table = gap_table(
         {"student": far, "teacher": close},
         {"student": unit(rng.normal(size=(50, 16))), "teacher": passages},
-        pids,
+        ids,
         qids,
         qrels,
     )

@@ -52,15 +52,17 @@ def log_sessions(settings, version_dir: Path, sessions: int, seed: int) -> int:
                 query=query,
                 session_id=f"test-{seed}-{sid}",
                 created_at=at,
-                results=[ResultItem(pid=p, rank=r, score=1.0) for r, p in enumerate(top[sid], 1)],
+                results=[
+                    ResultItem(doc_id=d, rank=r, score=1.0) for r, d in enumerate(top[sid], 1)
+                ],
             )
             logs.log_search(search)
-            relevant = {int(p) for p in qrels.get(qid_of[query], {})}
-            for j, pid in enumerate(CLICKS.clicks(top[sid], relevant, rng)):
+            relevant = set(qrels.get(qid_of[query], {}))
+            for j, doc_id in enumerate(CLICKS.clicks(top[sid], relevant, rng)):
                 logs.log_feedback(
                     FeedbackRecord(
                         search_id=search.id,
-                        pid=pid,
+                        doc_id=doc_id,
                         kind="click",
                         created_at=at + timedelta(seconds=2 * (j + 1)),
                     )

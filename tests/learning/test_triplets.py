@@ -23,7 +23,7 @@ CONFIG = TripletConfig(holdout_fraction=0.0)
 _ids = iter(range(1, 10_000))
 
 
-def event(search, pid, kind="click", *, query="q one", shown=(1, 2, 3, 4), session=None, at=2.0):
+def event(search, doc_id, kind="click", *, query="q one", shown=(1, 2, 3, 4), session=None, at=2.0):
     return FeedbackEvent(
         feedback_id=next(_ids),
         search_id=search,
@@ -31,7 +31,7 @@ def event(search, pid, kind="click", *, query="q one", shown=(1, 2, 3, 4), sessi
         query=query,
         shown=tuple(shown),
         searched_at=T0,
-        pid=pid,
+        doc_id=doc_id,
         kind=kind,
         created_at=T0 + timedelta(seconds=at),
     )
@@ -126,7 +126,7 @@ def test_duplicates_count_once():
 
 def test_fast_sessions_and_click_everything_sessions_are_bots():
     fast = [event(f"f{i}", 2, session="fast", at=i * 0.1, query=f"f{i}") for i in range(6)]
-    greedy = [event("g", pid, session="greedy", at=2 + pid * 2) for pid in (1, 2, 3, 4, 5)]
+    greedy = [event("g", d, session="greedy", at=2 + d * 2) for d in (1, 2, 3, 4, 5)]
     greedy = [
         FeedbackEvent(**{**e.__dict__, "shown": (1, 2, 3, 4, 5)}) for e in greedy
     ]  # clicks on all five results shown
@@ -167,7 +167,7 @@ def test_holdout_slice_is_stable_and_kept_out_of_training():
     trained = {t.query for t in data.train}
     assert set(data.holdout) == {query_key(q) for q in queries[:40] if is_holdout(q, 0.25)}
     assert not trained & set(data.holdout)
-    assert all(pids == {3} for pids in data.holdout.values())
+    assert all(ids == {3} for ids in data.holdout.values())
 
 
 def test_unknown_kind_is_a_clear_error():

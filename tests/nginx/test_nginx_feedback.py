@@ -73,7 +73,7 @@ def test_the_api_gets_the_client_address_and_a_forged_one_is_replaced(door):
 
 
 def test_feedback_is_limited_per_address_and_searches_are_not(door):
-    event = {"search_id": "0b6f3c1e-5d0a-4f5e-9a43-2f7d8c9e1a20", "pid": 1, "kind": "click"}
+    event = {"search_id": "0b6f3c1e-5d0a-4f5e-9a43-2f7d8c9e1a20", "doc_id": "1", "kind": "click"}
     with httpx.Client(base_url=door, verify=False) as client:
         searches = [client.post("/api/search", json={"query": "flu"}) for _ in range(60)]
         feedback = [client.post("/api/feedback", json=event) for _ in range(2 * FEEDBACK_BURST)]

@@ -46,15 +46,16 @@ PASSAGES = [
 
 
 def test_bm25_ranks_stems_and_mines_negatives_without_the_positive():
-    index = BM25Index.build([10, 11, 12, 13, 14], PASSAGES, BM25Config())
-    pids, scores = index.search(["towers in Paris"], k=3)
-    assert pids[0, 0] == 10 and scores[0, 0] > scores[0, 1]  # "towers" stems to "tower"
+    ids = ["p10", "p11", "p12", "p13", "p14"]
+    index = BM25Index.build(ids, PASSAGES, BM25Config())
+    found, scores = index.search(["towers in Paris"], k=3)
+    assert found[0, 0] == "p10" and scores[0, 0] > scores[0, 1]  # "towers" stems to "tower"
     assert index.run({"q": "the of and"}) == {"q": {}}  # only stop words: no hits
-    text_of = dict(zip([10, 11, 12, 13, 14], PASSAGES, strict=True))
+    text_of = dict(zip(ids, PASSAGES, strict=True))
     mined = mine_bm25_negatives(
         index, text_of, ["capital of france"], ["Paris: " + PASSAGES[1]], per_query=4, depth=4
     )
-    assert mined[0] and 11 not in mined[0]  # the positive (under a title prefix) is skipped
+    assert mined[0] and "p11" not in mined[0]  # the positive (under a title prefix) is skipped
     with pytest.raises(ValueError, match="BM25 needs"):
         BM25Config(b=2.0)
 

@@ -91,7 +91,7 @@ def test_an_empty_store_gets_the_release_live_and_it_ranks_as_shipped(settings, 
     assert vector.shape == (1, 384) and abs(float((vector**2).sum()) - 1) < 1e-4
     top = dense_ranking(version_dir, {"q": "what causes botulism"}, k=2)["q"]
     text_of = datasets.load_collection().text_of()
-    assert all("botulism" in text_of[pid].lower() for pid in top), top
+    assert all("botulism" in text_of[d].lower() for d in top), top
 
     again = ensure_version(own, log=lambda _: None)  # a second start imports nothing
     assert again == release["version"] and store.list_versions() == [release["version"]]

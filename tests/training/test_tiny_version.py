@@ -32,8 +32,9 @@ def test_tiny_version_layout_and_serving_loaders(tiny_version_dir):
     meta = read_index_meta(tiny_version_dir)
     shards = load_shards(tiny_version_dir, with_texts=True)
     assert len(shards) == meta["num_shards"] == 2
-    pids = np.concatenate([s.pids for s in shards])
-    assert len(pids) == len(set(pids.tolist())) == meta["count"] == 2000
+    ids = np.concatenate([s.ids for s in shards])
+    assert len(ids) == len(set(ids.tolist())) == meta["count"] == 2000
+    assert all(isinstance(i, str) for i in ids)
     texts = {}
     for shard in shards:
         texts.update(shard.text_of())
@@ -42,7 +43,7 @@ def test_tiny_version_layout_and_serving_loaders(tiny_version_dir):
     assert vectors.shape == (2, meta["dim"]) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     # A passage's own text, encoded as a query, finds that passage near the top.
-    pid, text = next(iter(texts.items()))
+    _, text = next(iter(texts.items()))
     scores, found = shards[0].search(encoder.encode([text]), 10)
     assert found.shape == (1, 10) and scores[0, 0] >= scores[0, -1]
 
@@ -55,7 +56,8 @@ def test_tiny_version_is_published_and_live(tiny_version, tmp_path):
     assert store.latest() == version
     manifest = store.manifest(version)
     assert (
-        "index/shard-000.faiss" in manifest.files and "index/shard-001.pids.npy" in manifest.files
+        "index/shard-000.faiss" in manifest.files
+        and "index/shard-001.ids.jsonl.gz" in manifest.files
     )
     assert manifest.metrics["dev_slice"]["R@100"] > 0
     assert manifest.config["model"]["encoder"] == "rnn"

@@ -97,6 +97,6 @@ def test_search_click_and_judge_in_a_real_browser(website, serving):
     search_id, session_id = found[0]
     assert session_id  # the website sends its session id with every search
     rows = wait_for_rows(
-        serving.dsn, "SELECT pid, kind FROM feedback WHERE search_id = %s", (search_id,), want=2
+        serving.dsn, "SELECT doc_id, kind FROM feedback WHERE search_id = %s", (search_id,), want=2
     )
     assert sorted(kind for _, kind in rows) == ["click", "relevant"]

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cluster.config import REPO_ROOT, get_settings
+from ui.common import widget_key
 
 SEARCH_PAGE = str(REPO_ROOT / "ui/views/search.py")
 STATUS_PAGE = str(REPO_ROOT / "ui/views/status.py")
@@ -40,6 +41,8 @@ def feedback_kinds(dsn: str, search_id: str, want: int, timeout: float = 20) -> 
 
 def test_search_shows_ten_results_and_records_judgements(pages_use):
     at = AppTest.from_file(SEARCH_PAGE, default_timeout=60).run()
+    # The corpus the live version searches, and its size, from GET /version.
+    assert "**msmarco** (2,000 documents)" in at.caption[0].value
     at.text_input(key="query").input("what causes botulism")
     assert at.radio(key="mode").value == "hybrid"  # the default mode, as the API's
     at.button[0].click().run()
@@ -49,10 +52,10 @@ def test_search_shows_ten_results_and_records_judgements(pages_use):
     assert len(last["results"]) == 10 and last["mode"] == "hybrid" and last["version"]
     search_id, first = last["search_id"], last["results"][0]
 
-    at.button(key=f"relevant-{search_id}-{first['pid']}").click().run()
-    at.button(key=f"click-{search_id}-{first['pid']}").click().run()
+    at.button(key=widget_key("relevant", search_id, first["doc_id"])).click().run()
+    at.button(key=widget_key("click", search_id, first["doc_id"])).click().run()
     assert not at.exception
-    assert at.button(key=f"not_relevant-{search_id}-{first['pid']}").disabled  # judged once
+    assert at.button(key=widget_key("not_relevant", search_id, first["doc_id"])).disabled
     assert feedback_kinds(pages_use.dsn, search_id, want=2) == ["relevant", "click"]
 
 

@@ -22,6 +22,7 @@ from training.evaluation.runs import (
     hybrid_run,
     write_trec_run,
 )
+from training.version import indexed_collection
 
 SYSTEMS = ("rnn", "bm25", "meanpool", "hybrid")
 ABLATION_DIR = "ablations/meanpool"
@@ -93,8 +94,8 @@ def compare(
         if system == "rnn":
             runs[system] = dense_run(version_dir, queries, DEPTH)
         elif system == "bm25":
-            collection = datasets.load_collection()
-            runs[system] = BM25Index.build(collection.pids, collection.texts).run(queries, DEPTH)
+            collection = indexed_collection(version_dir)  # the version's own corpus
+            runs[system] = BM25Index.build(collection.ids, collection.texts).run(queries, DEPTH)
         elif system == "meanpool":
             runs[system] = exact_dense_run(Path(version_dir) / ABLATION_DIR, queries, DEPTH)
         else:

@@ -1,6 +1,6 @@
 """Metrics with ir-measures: a run in, means (or one value per query) out.
 
-A *run* is ``{qid: {pid: score}}`` (strings for ids, as TREC files have them). The four
+A *run* is ``{qid: {doc_id: score}}`` (strings for ids, as TREC files have them). The four
 reported columns are MRR@10, R@10, R@100 and nDCG@10. On graded judgments (TREC DL, 0-3) the
 binary measures count rel >= 2 as relevant, the standard for those sets; nDCG uses the grades.
 """
@@ -44,20 +44,20 @@ def evaluate_run(
 
 
 def per_query(
-    ranking: Mapping[str, list[int]], qrels: Mapping[str, Mapping[str, int]], measure
+    ranking: Mapping[str, list[str]], qrels: Mapping[str, Mapping[str, int]], measure
 ) -> PerQuery:
     """One value per judged query; a query the ranking does not answer scores 0. Kept per
     query so a change between two versions can get a paired bootstrap interval."""
     run = [
-        ir_measures.ScoredDoc(qid, str(pid), float(len(pids) - i))
-        for qid, pids in ranking.items()
+        ir_measures.ScoredDoc(qid, str(doc_id), float(len(ids) - i))
+        for qid, ids in ranking.items()
         if qid in qrels
-        for i, pid in enumerate(pids)
+        for i, doc_id in enumerate(ids)
     ]
     judged = [
-        ir_measures.Qrel(qid, str(pid), int(rel))
+        ir_measures.Qrel(qid, str(doc_id), int(rel))
         for qid, docs in qrels.items()
-        for pid, rel in docs.items()
+        for doc_id, rel in docs.items()
     ]
     values = {qid: 0.0 for qid in qrels}
     for metric in ir_measures.iter_calc([measure], judged, run):

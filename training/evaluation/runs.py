@@ -1,4 +1,4 @@
-"""Runs: {qid: query} in, {qid: {pid: score}} out (strings for ids, as TREC files have them).
+"""Runs: {qid: query} in, {qid: {doc_id: score}} out (strings for ids, as TREC files have them).
 
 Dense ranking is written once here (:func:`dense_search`) and ranks exactly as serving does;
 BM25 and the hybrid use the same fusion as the API's hybrid mode."""
@@ -19,14 +19,14 @@ from training.model import QueryEncoder, encode_texts, load_model
 def dense_search(
     version_dir: Path, queries: dict[str, str], k: int = 100
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(qids, pids, scores) from the version's QueryEncoder and every shard, merged: serving's
+    """(qids, ids, scores) from the version's QueryEncoder and every shard, merged: serving's
     search, in-process."""
     qids = list(queries)
     if not qids:
-        return qids, np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
+        return qids, np.empty((0, k), dtype=object), np.empty((0, k), dtype=np.float32)
     vectors = QueryEncoder.load(version_dir).encode([queries[q] for q in qids])
-    scores, pids = search_shards(load_shards(version_dir), vectors, k)
-    return qids, pids, scores
+    scores, ids = search_shards(load_shards(version_dir), vectors, k)
+    return qids, ids, scores
 
 
 def dense_run(
@@ -36,10 +36,10 @@ def dense_run(
     return run_from_results(*dense_search(version_dir, queries, k))
 
 
-def dense_ranking(version_dir: Path, queries: dict[str, str], k: int = 10) -> dict[str, list[int]]:
-    """qid -> the version's top-k pids, best first."""
-    qids, pids, _ = dense_search(version_dir, queries, k)
-    return {qid: [int(p) for p in row if p >= 0] for qid, row in zip(qids, pids, strict=True)}
+def dense_ranking(version_dir: Path, queries: dict[str, str], k: int = 10) -> dict[str, list[str]]:
+    """qid -> the version's top-k document ids, best first."""
+    qids, ids, _ = dense_search(version_dir, queries, k)
+    return {qid: [d for d in row if d is not None] for qid, row in zip(qids, ids, strict=True)}
 
 
 def exact_dense_run(
@@ -56,7 +56,7 @@ def exact_dense_run(
     index.add(passages)
     qids = list(queries)
     scores, rows = index.search(QueryEncoder.load(model_dir).encode([queries[q] for q in qids]), k)
-    return run_from_results(qids, np.asarray(collection.pids)[rows], scores)
+    return run_from_results(qids, np.asarray(collection.ids, dtype=object)[rows], scores)
 
 
 def hybrid_run(
@@ -78,25 +78,25 @@ def hybrid_run(
 
 
 def run_from_results(
-    qids: list[str], pids: np.ndarray, scores: np.ndarray
+    qids: list[str], ids: np.ndarray, scores: np.ndarray
 ) -> dict[str, dict[str, float]]:
-    """(n, k) arrays of pids and scores, row i for qids[i] → run dict (missing hits skipped)."""
+    """(n, k) arrays of ids and scores, row i for qids[i] → run dict (missing hits skipped)."""
     run: dict[str, dict[str, float]] = {}
-    for qid, row_pids, row_scores in zip(qids, pids, scores, strict=True):
+    for qid, row_ids, row_scores in zip(qids, ids, scores, strict=True):
         run[qid] = {
-            str(int(p)): float(s)
-            for p, s in zip(row_pids, row_scores, strict=True)
-            if p >= 0 and np.isfinite(s)
+            str(d): float(s)
+            for d, s in zip(row_ids, row_scores, strict=True)
+            if d is not None and np.isfinite(s)
         }
     return run
 
 
 def write_trec_run(run: dict[str, dict[str, float]], path: Path, tag: str) -> None:
-    """Standard 6-column TREC run: ``qid Q0 pid rank score tag``."""
+    """Standard 6-column TREC run: ``qid Q0 doc_id rank score tag``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for qid, docs in run.items():
             ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
-            for rank, (pid, score) in enumerate(ranked, 1):
-                handle.write(f"{qid} Q0 {pid} {rank} {score:.6f} {tag}\n")
+            for rank, (doc_id, score) in enumerate(ranked, 1):
+                handle.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from cluster.config import get_settings
 from ui.client import BackendError, BackendUnavailable
-from ui.common import api, apply_style, session_id
+from ui.common import api, apply_style, session_id, widget_key
 from ui.highlight import highlight, snippet
 
 TOP_K = 10
@@ -21,12 +21,26 @@ JUDGE_BUTTONS = {  # kind -> (label, icon)
 }
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def corpus_caption() -> str:
+    """What is being searched: the live version's corpus and its size (asked again every
+    half minute, so a rollout to another corpus shows)."""
+    try:
+        corpus = api().version().get("corpus")
+    except (BackendUnavailable, BackendError):
+        corpus = None
+    if not corpus:
+        return "your documents"
+    count = f" ({corpus['count']:,} documents)" if corpus.get("count") else ""
+    return f"the corpus **{corpus['name']}**{count}"
+
+
 def run_search(query: str, mode: str) -> None:
     st.session_state.pop("search_error", None)
     try:
         st.session_state.last = api().search(query, mode=mode, k=TOP_K, session_id=session_id())
         st.session_state.last_query = query
-        st.session_state.sent = {}  # (pid, kind) already sent for this search
+        st.session_state.sent = {}  # (doc_id, kind) already sent for this search
         st.session_state.opened = set()
     except BackendUnavailable as exc:
         st.session_state.search_error = ("down", str(exc))
@@ -34,54 +48,54 @@ def run_search(query: str, mode: str) -> None:
         st.session_state.search_error = ("refused", str(exc))
 
 
-def send_feedback(search_id: str, pid: int, kind: str) -> None:
+def send_feedback(search_id: str, doc_id: str, kind: str) -> None:
     """Button callback: record the judgement (or the click) once per result."""
     if kind == "click":
-        st.session_state.opened.add(pid)
-    if (pid, kind) in st.session_state.sent:
+        st.session_state.opened.add(doc_id)
+    if (doc_id, kind) in st.session_state.sent:
         return
     try:
-        api().feedback(search_id, pid, kind)
-        st.session_state.sent[(pid, kind)] = True
+        api().feedback(search_id, doc_id, kind)
+        st.session_state.sent[(doc_id, kind)] = True
     except (BackendUnavailable, BackendError) as exc:
         st.session_state.feedback_error = f"Your feedback was not saved: {exc}"
 
 
-def judgement(pid: int) -> str | None:
+def judgement(doc_id: str) -> str | None:
     for kind in JUDGEMENTS:
-        if (pid, kind) in st.session_state.sent:
+        if (doc_id, kind) in st.session_state.sent:
             return kind
     return None
 
 
 def show_result(search_id: str, query: str, result: dict) -> None:
-    pid = int(result["pid"])
-    opened = pid in st.session_state.opened
+    doc_id = str(result["doc_id"])
+    opened = doc_id in st.session_state.opened
     text = result["text"] if opened else snippet(result["text"], SNIPPET_CHARS)
-    judged = judgement(pid)
-    with st.container(border=True, key=f"result-{search_id}-{pid}"):
+    judged = judgement(doc_id)
+    with st.container(border=True, key=widget_key("result", search_id, doc_id)):
         st.html(
             f'<div class="result"><div class="result-rank">{int(result["rank"])}</div>'
             f'<div class="result-body"><div class="result-text">{highlight(text, query)}</div>'
-            f'<div class="result-score">score {float(result["score"]):.4f} · passage {pid}'
-            "</div></div></div>"
+            f'<div class="result-score">score {float(result["score"]):.4f} · document '
+            f"{html.escape(doc_id)}</div></div></div>"
         )
         with st.container(horizontal=True, vertical_alignment="center", gap="small"):
             st.button(
                 "Read passage" if not opened else "Opened",
-                key=f"click-{search_id}-{pid}",
+                key=widget_key("click", search_id, doc_id),
                 icon=":material/open_in_full:",
                 on_click=send_feedback,
-                args=(search_id, pid, "click"),
+                args=(search_id, doc_id, "click"),
                 disabled=opened,
             )
             for kind, (label, icon) in JUDGE_BUTTONS.items():
                 st.button(
                     label,
-                    key=f"{kind}-{search_id}-{pid}",
+                    key=widget_key(kind, search_id, doc_id),
                     icon=icon,
                     on_click=send_feedback,
-                    args=(search_id, pid, kind),
+                    args=(search_id, doc_id, kind),
                     disabled=judged is not None,
                 )
             if judged:
@@ -94,7 +108,7 @@ st.session_state.setdefault("sent", {})
 st.session_state.setdefault("opened", set())
 
 st.title("Two-Tower Search")
-st.caption("Semantic search over MS MARCO passages, learning from your feedback.")
+st.caption(f"Semantic search over {corpus_caption()}, learning from your feedback.")
 
 with st.form("search-form", border=False):
     query_col, button_col = st.columns([5, 1], vertical_alignment="bottom")

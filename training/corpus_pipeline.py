@@ -1,0 +1,180 @@
+"""Build a version over a user's corpus with no labelled queries (`twotower train --corpus`).
+
+Self-supervision stands in for labels (training/corpus_trainset.py): pseudo-queries cut from the
+corpus, BM25 neighbours as their negatives, and the teacher's vectors wherever its cache holds
+a text. Serving adds BM25 over the same passages for hybrid search. Two starts:
+
+- ``scratch``: a tokenizer vocabulary and word2vec trained on the corpus, then a new model of
+  the profile's architecture;
+- ``release``: transfer. The shipped MS MARCO release version (its tokenizer and weights) is
+  fine-tuned on the corpus's pseudo-queries for ``TRANSFER_EPOCHS``: much faster, and it keeps
+  what the release learnt from labelled MS MARCO queries.
+
+Labelled queries and qrels, when the user has them, are a held-out evaluation of the version.
+The version's manifest names the corpus snapshot it indexes, so rolling it out switches the live
+corpus together with the model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.config import Settings
+from cluster.corpora.document_log import DocumentLog
+from cluster.corpora.store import CorpusStore
+from training import release
+from training.bm25 import BM25Index
+from training.corpus_trainset import build_corpus_data
+from training.datasets import Collection
+from training.examples import ExampleSet
+from training.model import ModelConfig, TwoTower, load_model, read_config
+from training.pipeline import (
+    Laps,
+    Profile,
+    finish_version,
+    fit_model,
+    get_profile,
+    holdout_validator,
+    provenance,
+    store_built,
+    with_overrides,
+)
+from training.teacher import TEACHER_DIR, TeacherCache
+from training.text import Tokenizer
+from training.train import TrainConfig, seed_everything
+from training.word2vec import embedding_matrix, train_word2vec
+
+STARTS = ("scratch", "release")
+TRANSFER_EPOCHS = 2
+
+EvalSets = dict[str, tuple[dict[str, str], dict[str, dict[str, int]]]]
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """One snapshot of an imported corpus with every API write up to ``watermark`` folded in,
+    as the model sees it (title + text per document)."""
+
+    name: str
+    snapshot: str
+    collection: Collection
+    watermark: int = 0  # the last document-log seq folded in: serving replays the later ones
+
+    def describe(self) -> dict:
+        return {"name": self.name, "snapshot": self.snapshot, "count": len(self.collection)}
+
+
+def load_corpus(settings: Settings, name: str, snapshot: str | None = None) -> CorpusSource:
+    store = CorpusStore.from_settings(settings)
+    snapshot = store.manifest(name, snapshot)["snapshot"]
+    documents = {doc.id: doc for doc in store.documents(name, snapshot)}
+    with DocumentLog(settings) as log:
+        watermark = log.head(name)
+        for op in log.replay(name, 0, watermark):  # writes through the API, in order
+            if op.document is None:
+                documents.pop(op.doc_id, None)
+            else:
+                documents[op.doc_id] = op.document
+    collection = Collection(list(documents), [d.passage for d in documents.values()])
+    return CorpusSource(name, snapshot, collection, watermark)
+
+
+def _teacher(profile: Profile) -> TeacherCache | None:
+    if not profile.data.teacher or not (TEACHER_DIR / "meta.json").exists():
+        return None
+    return TeacherCache.load()
+
+
+def _scratch_model(profile: Profile, collection: Collection, seed: int, lap) -> tuple:
+    tokenizer = Tokenizer.build(collection.texts, profile.vocab_min_count)
+    w2v = train_word2vec(collection.texts, profile.word2vec, seed)
+    model_cfg = ModelConfig(
+        vocab_size=len(tokenizer), embed_dim=profile.word2vec.dim, **profile.model
+    )
+    model = TwoTower(model_cfg, embedding_matrix(w2v, tokenizer, seed))
+    lap("word2vec")
+    return model, tokenizer, TrainConfig.from_dict({**profile.train.to_dict(), "seed": seed})
+
+
+def _release_model(parent_dir: Path, seed: int) -> tuple:
+    model, tokenizer = load_model(parent_dir)
+    parent = read_config(parent_dir).get("training", {}).get("train", {})
+    cfg = TrainConfig.from_dict(
+        {**parent, "epochs": TRANSFER_EPOCHS, "seed": seed, "warmup_steps": 10}
+    )
+    return model, tokenizer, cfg
+
+
+def build_corpus_version(
+    settings: Settings,
+    profile: Profile,
+    corpus: CorpusSource,
+    out_dir: Path,
+    start: str = "scratch",
+    eval_sets: EvalSets | None = None,
+    log=print,
+) -> dict:
+    """Train on ``corpus`` from ``start`` and write a complete version folder; returns its
+    metrics (``eval_sets`` evaluated, when given)."""
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {STARTS}, not {start!r}")
+    seed = settings.seed
+    seed_everything(seed)
+    lap = Laps(f"{corpus.name}/{start}", log)
+    collection = corpus.collection
+    with tempfile.TemporaryDirectory(prefix="twotower-parent-") as parent:
+        if start == "scratch":
+            model, tokenizer, cfg = _scratch_model(profile, collection, seed, lap)
+        else:
+            release.unpack_model(release.RELEASE_DIR, Path(parent))
+            model, tokenizer, cfg = _release_model(Path(parent), seed)
+            lap("release")
+    bm25 = BM25Index.build(collection.ids, collection.texts, progress=True)
+    teacher = _teacher(profile)
+    data = build_corpus_data(collection, profile.data, seed, bm25, teacher)
+    examples = ExampleSet.build(data.examples, tokenizer, model.config, data.teacher)
+    validator = holdout_validator(data, collection, tokenizer, model.config)
+    lap("examples")
+    history = fit_model(settings, model, examples, cfg, validator, out_dir.name, log)
+    lap("train")
+    training_info = {
+        **provenance(settings, profile),
+        "start": start,
+        "corpus": corpus.describe(),
+        "train": cfg.to_dict(),
+        "examples": data.counts,
+        "teacher": teacher.meta if teacher is not None else None,
+        "history": history,
+    }
+    return finish_version(
+        out_dir, model, tokenizer, collection, profile.index, training_info, eval_sets or {}, lap
+    )
+
+
+def train_corpus_and_publish(
+    settings: Settings,
+    name: str,
+    snapshot: str | None = None,
+    start: str = "release",
+    profile_name: str | None = None,
+    overrides: list[str] | None = None,
+    eval_sets: EvalSets | None = None,
+    publish: bool = True,
+) -> str:
+    """Build a version over corpus ``name`` (its newest snapshot unless named), store it with
+    the corpus in its manifest, publish it unless told not to; returns its id."""
+    profile = with_overrides(get_profile(profile_name or settings.profile), overrides or [])
+    corpus = load_corpus(settings, name, snapshot)
+
+    def build(out: Path) -> dict:
+        return build_corpus_version(settings, profile, corpus, out, start, eval_sets)
+
+    extra = {
+        "profile": profile.name,
+        "corpus": corpus.describe(),
+        "start": start,
+        "documents_watermark": corpus.watermark,
+    }
+    return store_built(settings, build, extra, publish)
