@@ -422,7 +422,17 @@ class SearchIngress:
         self.tokens.require_write(request)
         documents = to_documents(body.documents, self.settings)
         corpus = await self._live_corpus()
-        seq = await self.postgres.call(self.documents.write, corpus, documents, [])
+        version, vectors = self.live, None
+        try:  # encoded once here, so no shard replica of the live version encodes them again
+            vectors = await call_backend(
+                self.encoder.encode_passages, version, [d.passage for d in documents],
+                timeout_s=self.settings.backend_timeout_s,
+            )  # fmt: skip
+        except Exception as err:  # the replicas encode them instead: slower, as correct
+            log.warning("could not encode %d written documents (%s)", len(documents), err)
+        seq = await self.postgres.call(
+            self.documents.write, corpus, documents, [], vectors, version
+        )
         self.metrics.documents_written.inc(len(documents), tags={"op": "upsert"})
         return DocumentsWritten(corpus=corpus, written=len(documents), seq=seq)
 
@@ -478,9 +488,12 @@ class SearchIngress:
                 metadata=doc.metadata, source="api",
             )  # fmt: skip
         timeout = self.settings.backend_timeout_s
-        texts = await asyncio.gather(
-            *(call_backend(s.get, self.live, doc_id, timeout_s=timeout) for s in self.shards)
-        )
+        try:
+            texts = await asyncio.gather(
+                *(call_backend(s.get, self.live, doc_id, timeout_s=timeout) for s in self.shards)
+            )
+        except Exception as err:  # a shard failed twice, or none is running: as a search would
+            raise ServiceUnavailable(BACKEND, type(err).__name__) from err
         text = next((t for t in texts if t is not None), None)
         return None if text is None else DocumentOut(id=doc_id, text=text, source="corpus")
 

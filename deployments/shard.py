@@ -82,8 +82,9 @@ class LoadedShard:
 
     def get(self, doc_id: str) -> str | None:
         """The passage text of a document this shard holds, or None."""
-        if doc_id in self.overlay.docs:
-            return self.overlay.docs[doc_id][1]
+        text = self.overlay.text(doc_id)
+        if text is not None:
+            return text
         row = self.row_of.get(doc_id)
         return None if row is None or self.stale_rows[row] else self.texts[row]
 
@@ -190,7 +191,9 @@ class IndexShardDeployment:
             if not ops:
                 return
             mine = shard.overlay.needs_vectors(ops)
-            vectors: dict[int, np.ndarray] = {}
+            # Encoded at the write by this version (the live one then): used as it is.
+            vectors = {op.seq: op.vector for op in mine if op.vector_version == version}
+            mine = [op for op in mine if op.seq not in vectors]
             for start in range(0, len(mine), ENCODE_CHUNK):
                 chunk = mine[start : start + ENCODE_CHUNK]
                 encoded = await self.encoder.encode_passages.remote(

@@ -10,13 +10,15 @@ a text. Serving adds BM25 over the same passages for hybrid search. Two starts:
   fine-tuned on the corpus's pseudo-queries for ``TRANSFER_EPOCHS``: much faster, and it keeps
   what the release learnt from labelled MS MARCO queries.
 
-Labelled queries and qrels, when the user has them, are a held-out evaluation of the version.
+Labelled queries and qrels, when the user has them, are trained on (a fifth held out and
+evaluated, :func:`split_labels`), or only evaluated.
 The version's manifest names the corpus snapshot it indexes, so rolling it out switches the live
 corpus together with the model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,7 @@ from training.pipeline import (
     with_overrides,
 )
 from training.teacher import TEACHER_DIR, TeacherCache
-from training.text import Tokenizer
+from training.text import Tokenizer, query_key
 from training.train import TrainConfig, seed_everything
 from training.word2vec import embedding_matrix, train_word2vec
 
@@ -81,6 +83,32 @@ def load_corpus(settings: Settings, name: str, snapshot: str | None = None) -> C
     return CorpusSource(name, snapshot, collection, watermark)
 
 
+LABELS_HELD_OUT = 0.2  # of the user's labelled queries: never trained on, reported as "heldout"
+
+
+def split_labels(
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    collection: Collection,
+    evaluation: dict[str, str] | None = None,
+) -> tuple[list[tuple[str, str]], tuple[dict, dict]]:
+    """The user's labelled queries as (training pairs, held-out evaluation set). A query is
+    held out by a stable hash of its text; queries of ``evaluation`` are never trained on."""
+    text_of = collection.text_of()
+    guard = {query_key(q) for q in (evaluation or {}).values()}
+    pairs, held_queries, held_qrels = [], {}, {}
+    for qid, query in queries.items():
+        judged = qrels.get(qid, {})
+        if not any(rel > 0 for rel in judged.values()):
+            continue
+        digest = hashlib.sha256(query_key(query).encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 < LABELS_HELD_OUT:
+            held_queries[qid], held_qrels[qid] = query, judged
+        elif query_key(query) not in guard:
+            pairs += [(query, text_of[d]) for d, rel in judged.items() if rel > 0 and d in text_of]
+    return pairs, (held_queries, held_qrels)
+
+
 def _teacher(profile: Profile) -> TeacherCache | None:
     if not profile.data.teacher or not (TEACHER_DIR / "meta.json").exists():
         return None
@@ -114,10 +142,11 @@ def build_corpus_version(
     out_dir: Path,
     start: str = "scratch",
     eval_sets: EvalSets | None = None,
+    labelled: list[tuple[str, str]] = (),
     log=print,
 ) -> dict:
-    """Train on ``corpus`` from ``start`` and write a complete version folder; returns its
-    metrics (``eval_sets`` evaluated, when given)."""
+    """Train on ``corpus`` from ``start`` (and on the ``labelled`` pairs the user has) and
+    write a complete version folder; returns its metrics (``eval_sets`` evaluated)."""
     if start not in STARTS:
         raise ValueError(f"start must be one of {STARTS}, not {start!r}")
     seed = settings.seed
@@ -133,7 +162,7 @@ def build_corpus_version(
             lap("release")
     bm25 = BM25Index.build(collection.ids, collection.texts, progress=True)
     teacher = _teacher(profile)
-    data = build_corpus_data(collection, profile.data, seed, bm25, teacher)
+    data = build_corpus_data(collection, profile.data, seed, bm25, teacher, labelled)
     examples = ExampleSet.build(data.examples, tokenizer, model.config, data.teacher)
     validator = holdout_validator(data, collection, tokenizer, model.config)
     lap("examples")
@@ -162,14 +191,22 @@ def train_corpus_and_publish(
     overrides: list[str] | None = None,
     eval_sets: EvalSets | None = None,
     publish: bool = True,
+    labels: tuple[dict[str, str], dict[str, dict[str, int]]] | None = None,
 ) -> str:
     """Build a version over corpus ``name`` (its newest snapshot unless named), store it with
-    the corpus in its manifest, publish it unless told not to; returns its id."""
+    the corpus in its manifest, publish it unless told not to; returns its id. ``labels``
+    (queries, qrels) are trained on, but for a held-out fifth evaluated as ``heldout``."""
     profile = with_overrides(get_profile(profile_name or settings.profile), overrides or [])
     corpus = load_corpus(settings, name, snapshot)
+    eval_sets, pairs = dict(eval_sets or {}), []
+    if labels is not None:
+        evaluation = {q: t for queries, _ in eval_sets.values() for q, t in queries.items()}
+        pairs, heldout = split_labels(*labels, corpus.collection, evaluation)
+        if heldout[0]:
+            eval_sets["heldout"] = heldout
 
     def build(out: Path) -> dict:
-        return build_corpus_version(settings, profile, corpus, out, start, eval_sets)
+        return build_corpus_version(settings, profile, corpus, out, start, eval_sets, pairs)
 
     extra = {
         "profile": profile.name,

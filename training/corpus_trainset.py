@@ -31,9 +31,11 @@ def build_corpus_data(
     seed: int,
     bm25: BM25Index,
     teacher: TeacherCache | None = None,
+    labelled: list[tuple[str, str]] = (),
 ) -> TrainingData:
     """Up to ``cfg.ict`` pseudo-query examples (at most one per passage) and
-    ``cfg.holdout_pairs`` held-out ones."""
+    ``cfg.holdout_pairs`` held-out ones, plus one example per ``labelled`` (query, relevant
+    passage text) pair the user has, each with a mined negative alike."""
     if len(collection) < 2:
         raise ValueError("a corpus needs at least two documents to train on")
     # The teacher cache encoded the spans of this seed: the same spans find their vectors.
@@ -48,8 +50,9 @@ def build_corpus_data(
     train_rows = rows[len(holdout_rows) :]
 
     text_of = collection.text_of()
-    queries = [spans[r] for r in train_rows]
-    positives = [collection.texts[r] for r in train_rows]
+    queries = [spans[r] for r in train_rows] + [q for q, _ in labelled]
+    positives = [collection.texts[r] for r in train_rows] + [p for _, p in labelled]
+    sources = ["ict"] * len(train_rows) + ["labelled"] * len(labelled)
     kwargs = {}
     if teacher is not None:
         kwargs = dict(
@@ -59,17 +62,17 @@ def build_corpus_data(
         )
     mined = mine_bm25_negatives(bm25, text_of, queries, positives, seed=seed, **kwargs)
     examples = []
-    for query, positive, negatives in zip(queries, positives, mined, strict=True):
+    for query, positive, negatives, source in zip(queries, positives, mined, sources, strict=True):
         if negatives:
             negative = text_of[rng.choice(negatives)]
         else:  # no lexical neighbour: any other passage
             negative = rng.choice(collection.texts)
             while negative == positive:
                 negative = rng.choice(collection.texts)
-        examples.append(Example(query, positive, negative, source="ict"))
+        examples.append(Example(query, positive, negative, source=source))
     holdout = [datasets.TrainPair(f"span-{r}", spans[r], collection.texts[r]) for r in holdout_rows]
     vectors = teacher.triplet_vectors(examples) if teacher is not None else None
-    counts = {"ict": len(examples), "holdout": len(holdout)}
+    counts = {"ict": len(train_rows), "labelled": len(labelled), "holdout": len(holdout)}
     if vectors is not None:
         counts["teacher_rows"] = int(np.isfinite(vectors[:, :, 0]).all(axis=1).sum())
     return TrainingData(examples, vectors, holdout, counts)

@@ -159,6 +159,12 @@ def train(
     eval_qrels: Path = typer.Option(
         None, "--eval-qrels", help="With --corpus: their judgments (qid 0 doc_id rel)."
     ),
+    train_queries: Path = typer.Option(
+        None,
+        "--train-queries",
+        help="With --corpus: labelled queries to train on (a fifth held out, evaluated).",
+    ),
+    train_qrels: Path = typer.Option(None, "--train-qrels", help="Their judgments."),
 ) -> None:
     """Train a version on Ray Train, index, evaluate and store it; by default also publish it
     as the store's LATEST, which `up` and `rollout` serve."""
@@ -176,21 +182,28 @@ def train(
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--set") from None
     if corpus is None:
-        if snapshot or eval_queries or eval_qrels:
-            raise typer.BadParameter("needs --corpus", param_hint="--snapshot/--eval-*")
+        if snapshot or eval_queries or eval_qrels or train_queries or train_qrels:
+            raise typer.BadParameter("needs --corpus", param_hint="--snapshot/--eval-*/--train-*")
         version = train_and_publish(settings, profile, overrides, publish)
     else:
         from training.corpus_pipeline import STARTS, train_corpus_and_publish
 
         if start not in STARTS:
             raise typer.BadParameter(f"choose one of {STARTS}", param_hint="--start")
-        if (eval_queries is None) != (eval_qrels is None):
-            raise typer.BadParameter("give both or neither", param_hint="--eval-queries/--qrels")
+        for queries_file, qrels_file, hint in (
+            (eval_queries, eval_qrels, "--eval-queries/--eval-qrels"),
+            (train_queries, train_qrels, "--train-queries/--train-qrels"),
+        ):
+            if (queries_file is None) != (qrels_file is None):
+                raise typer.BadParameter("give both or neither", param_hint=hint)
         evals = {}
         if eval_queries is not None:
             evals["eval"] = (read_queries(eval_queries), read_qrels(eval_qrels))
+        labels = None
+        if train_queries is not None:
+            labels = (read_queries(train_queries), read_qrels(train_qrels))
         version = train_corpus_and_publish(
-            settings, corpus, snapshot, start, profile, overrides, evals, publish
+            settings, corpus, snapshot, start, profile, overrides, evals, publish, labels
         )
     typer.echo(f"{'published' if publish else 'stored (not published)'} version {version}")
     if publish:

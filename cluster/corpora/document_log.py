@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -28,11 +29,12 @@ WRITE_LOCK = 0x7477_646F  # "twdo": serialises document writers (see the module 
 CONNECT_TIMEOUT_S = 3
 
 APPEND = """
-INSERT INTO document_log (corpus, doc_id, op, body) VALUES (%s, %s, %s, %s::jsonb)
+INSERT INTO document_log (corpus, doc_id, op, body, vector, vector_version)
+VALUES (%s, %s, %s, %s::jsonb, %s, %s)
 RETURNING seq
 """
 SINCE = """
-SELECT seq, doc_id, op, body, created_at FROM document_log
+SELECT seq, doc_id, op, body, created_at, vector, vector_version FROM document_log
  WHERE corpus = %s AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s
 """
 LATEST = """
@@ -50,12 +52,18 @@ class DocumentOp:
     doc_id: str
     document: Document | None  # None: deleted
     written_at: datetime | None = None
+    vector: np.ndarray | None = None  # the passage vector, as ``vector_version`` encoded it
+    vector_version: str | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> DocumentOp:
-        body = row["body"]
+        body, raw = row["body"], row.get("vector")
         document = None if row["op"] == "delete" else Document(**body)
-        return cls(int(row["seq"]), row["doc_id"], document, row.get("created_at"))
+        vector = None if raw is None else np.frombuffer(raw, dtype=np.float32)
+        return cls(
+            int(row["seq"]), row["doc_id"], document, row.get("created_at"),
+            vector, row.get("vector_version"),
+        )  # fmt: skip
 
 
 class DocumentLog:
@@ -88,12 +96,27 @@ class DocumentLog:
             yield conn
 
     # ------------------------------------------------------------------ writing
-    def write(self, corpus: str, upserts: list[Document], deletes: list[str] = ()) -> int:
-        """Log the upserts, then the deletes, in one transaction; returns the last seq."""
+    def write(
+        self,
+        corpus: str,
+        upserts: list[Document],
+        deletes: list[str] = (),
+        vectors: np.ndarray | None = None,
+        version: str | None = None,
+    ) -> int:
+        """Log the upserts (with their passage vectors under ``version``, when given), then the
+        deletes, in one transaction; returns the last seq."""
         if not upserts and not deletes:
             raise ValueError("nothing to write")
-        rows = [(corpus, d.id, "upsert", json.dumps(_body(d), ensure_ascii=False)) for d in upserts]
-        rows += [(corpus, doc_id, "delete", None) for doc_id in deletes]
+        rows = [
+            (
+                corpus, d.id, "upsert", json.dumps(_body(d), ensure_ascii=False),
+                None if vectors is None else np.asarray(vectors[i], dtype=np.float32).tobytes(),
+                None if vectors is None else version,
+            )
+            for i, d in enumerate(upserts)
+        ]  # fmt: skip
+        rows += [(corpus, doc_id, "delete", None, None, None) for doc_id in deletes]
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             last = 0

@@ -10,7 +10,12 @@ import pytest
 from cluster.artifacts import ArtifactStore
 from cluster.corpora.store import CorpusStore
 from training import datasets
-from training.corpus_pipeline import build_corpus_version, load_corpus, train_corpus_and_publish
+from training.corpus_pipeline import (
+    build_corpus_version,
+    load_corpus,
+    split_labels,
+    train_corpus_and_publish,
+)
 from training.pipeline import get_profile, with_overrides
 from training.tiny import corpus_slice
 
@@ -83,3 +88,28 @@ def test_transfer_from_the_release_is_stored_naming_its_corpus(settings, corpus)
     mrr = manifest.metrics["dev"]["MRR@10"]
     print(f"\ntransfer from the release, {PASSAGES} passages: dev MRR@10 {mrr:.3f}")
     assert mrr > 50 * random_mrr10(PASSAGES)
+
+
+def test_labelled_queries_are_trained_on_but_a_held_out_fifth_is_only_evaluated(settings, corpus):
+    _, evals = corpus
+    dev_queries, dev_qrels = evals["dev"]
+    local = settings.model_copy(update={"train_executor": "local"})
+    source = load_corpus(local, "slice")
+    pairs, (held_queries, held_qrels) = split_labels(dev_queries, dev_qrels, source.collection)
+    assert pairs and held_queries and set(held_queries) == set(held_qrels)
+    assert 0.1 < len(held_queries) / len(dev_queries) < 0.3
+    trained = {query for query, _ in pairs}
+    assert not trained & set(held_queries.values())
+    # An evaluation set's queries are never trained on, whatever the split says.
+    guarded, _ = split_labels(dev_queries, dev_qrels, source.collection, dev_queries)
+    assert guarded == []
+
+    version = train_corpus_and_publish(
+        local, "slice", start="scratch", profile_name="micro",
+        overrides=["data.ict=300", "data.holdout_pairs=50", "train.epochs=2"],
+        publish=False, labels=(dev_queries, dev_qrels),
+    )  # fmt: skip
+    store = ArtifactStore.from_settings(local)
+    assert "heldout" in store.manifest(version).metrics
+    config = json.loads((store.download(version) / "config.json").read_text())
+    assert config["training"]["examples"]["labelled"] == len(pairs)

@@ -22,11 +22,16 @@ JUDGE_BUTTONS = {  # kind -> (label, icon)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
+def live_corpus(api_url: str) -> dict | None:
+    """The live version's corpus, asked again every half minute (so a rollout to another
+    corpus shows). Keyed by the backend's URL; a failure raises, and is not cached."""
+    return api().version().get("corpus")
+
+
 def corpus_caption() -> str:
-    """What is being searched: the live version's corpus and its size (asked again every
-    half minute, so a rollout to another corpus shows)."""
+    """What is being searched: the live corpus and its size."""
     try:
-        corpus = api().version().get("corpus")
+        corpus = live_corpus(get_settings().api_base_url)
     except (BackendUnavailable, BackendError):
         corpus = None
     if not corpus:
