@@ -41,6 +41,7 @@ LATEST = """
 SELECT seq, doc_id, op, body, created_at FROM document_log
  WHERE corpus = %s AND doc_id = %s ORDER BY seq DESC LIMIT 1
 """
+PAGE = 10_000  # rows read at a time
 HEAD = "SELECT COALESCE(max(seq), 0) FROM document_log WHERE corpus = %s"
 
 
@@ -132,7 +133,7 @@ class DocumentLog:
             return int(conn.execute(HEAD, (corpus,)).fetchone()[0])
 
     def since(
-        self, corpus: str, after: int, upto: int | None = None, limit: int = 10_000
+        self, corpus: str, after: int, upto: int | None = None, limit: int = PAGE
     ) -> list[DocumentOp]:
         """Writes with ``after < seq <= upto`` (no upper bound by default), oldest first."""
         upto = 2**62 if upto is None else upto
@@ -146,7 +147,7 @@ class DocumentLog:
         while True:
             page = self.since(corpus, after, upto)
             yield from page
-            if len(page) < 10_000:
+            if len(page) < PAGE:
                 return
             after = page[-1].seq
 

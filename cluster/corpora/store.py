@@ -52,8 +52,8 @@ DOCUMENTS = "documents.jsonl.gz"
 LATEST = "LATEST"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SNAPSHOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-# zlib level 3: 2.5x as fast as the default 6 on passages, for files ~8% larger (and gzip's
-# own default, 9, is slower still). Compression runs in a thread of its own (GzipWriter).
+# zlib level 3: much faster than the default on passages for slightly larger files
+# (docs/results/own-documents.md, "Import"). Compression runs in a thread of its own.
 GZIP_LEVEL = 3
 WRITE_BATCH = 4096  # lines per write to the gzip stream
 

@@ -78,11 +78,12 @@ def _encodable(text: str) -> bool:
 class IdSet:
     """The ids accepted so far, as 16-byte blake2b digests in sorted numpy runs.
 
-    A Python set of digests costs ~80-100 bytes per id (0.8 GB for MS MARCO's 8.8M passages);
-    here it is 16 bytes plus a small set of recent digests. New digests collect in that set,
-    which becomes a sorted run when full; runs of similar size are merged (as in an LSM tree),
-    so a lookup is a binary search in a handful of runs, done for a whole batch at once. With
-    128-bit digests a false "duplicate" needs ~2^64 ids: it does not happen.
+    A Python set of digests costs several times the digest's size per id (measured in
+    docs/results/own-documents.md); here it is 16 bytes plus a small set of recent digests.
+    New digests collect in that set, which becomes a sorted run when full; runs of similar
+    size are merged (as in an LSM tree), so a lookup is a binary search in a handful of runs,
+    done for a whole batch at once. With 128-bit digests a false "duplicate" needs ~2^64 ids:
+    it does not happen.
     """
 
     def __init__(self, buffer: int = 1 << 16):
