@@ -22,12 +22,13 @@ RUN apt-get update \
 RUN useradd --create-home --uid 1000 --shell /bin/bash twotower
 WORKDIR /app
 
-# Dependencies first (cached while only the code changes), then the code itself.
+# Dependencies first (cached while only the code changes), then the code itself. The teacher
+# extra: `twotower train --corpus` distils from it (docs/corpora.md).
 COPY pyproject.toml README.md ./
 RUN mkdir -p cluster deployments training ui monitoring \
  && touch cluster/__init__.py deployments/__init__.py training/__init__.py ui/__init__.py \
     monitoring/__init__.py \
- && pip install ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} . \
+ && pip install ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} ".[teacher]" \
  && pip uninstall -y twotower-search
 COPY --chown=twotower:twotower . .
 RUN pip install --no-deps -e . \

@@ -25,12 +25,13 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The product alone for `up`; the test tools on top for `test` (a second, short install).
+# The product for `up`, with the teacher that `twotower train --corpus` distils a user's corpus
+# from (docs/corpora.md); the test tools on top for `test` (a second, short install).
 # --no-compile: Python compiles what it imports on first use, instead of every file of every
 # package up front, which made the install longer (docs/results/first-run.md).
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile -e .
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile -e '.[teacher]'
 	touch $(STAMP)
 
 $(DEV_STAMP): $(STAMP) pyproject.toml

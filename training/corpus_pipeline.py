@@ -1,8 +1,9 @@
 """Build a version over a user's corpus with no labelled queries (`twotower train --corpus`).
 
 Self-supervision stands in for labels (training/corpus_trainset.py): pseudo-queries cut from the
-corpus, BM25 neighbours as their negatives, and the teacher's vectors wherever its cache holds
-a text. Serving adds BM25 over the same passages for hybrid search. Two starts:
+corpus, BM25 neighbours as their negatives, and the teacher's vectors of the corpus (computed
+once per snapshot, training/corpus_teacher.py) for distillation. Serving adds BM25 over the
+same passages for hybrid search. Two starts:
 
 - ``scratch``: a tokenizer vocabulary and word2vec trained on the corpus, then a new model of
   the profile's architecture;
@@ -28,6 +29,7 @@ from cluster.corpora.document_log import DocumentLog
 from cluster.corpora.store import CorpusStore
 from training import release
 from training.bm25 import BM25Index
+from training.corpus_teacher import corpus_teacher
 from training.corpus_trainset import build_corpus_data
 from training.datasets import Collection
 from training.examples import ExampleSet
@@ -43,7 +45,7 @@ from training.pipeline import (
     store_built,
     with_overrides,
 )
-from training.teacher import TEACHER_DIR, TeacherCache
+from training.teacher import TeacherCache
 from training.text import Tokenizer, query_key
 from training.train import TrainConfig, seed_everything
 from training.word2vec import embedding_matrix, train_word2vec
@@ -109,15 +111,23 @@ def split_labels(
     return pairs, (held_queries, held_qrels)
 
 
-def _teacher(profile: Profile) -> TeacherCache | None:
-    if not profile.data.teacher or not (TEACHER_DIR / "meta.json").exists():
+def _teacher(
+    settings: Settings, profile: Profile, corpus: CorpusSource, labelled, log
+) -> TeacherCache | None:
+    """The teacher's vectors of this corpus (computed once per snapshot), unless the profile
+    turns distillation off."""
+    if not profile.data.teacher:
         return None
-    return TeacherCache.load()
+    store = CorpusStore.from_settings(settings)
+    queries = [query for query, _ in labelled]
+    return corpus_teacher(store, corpus.name, corpus.snapshot, corpus.collection, queries, log=log)
 
 
-def _scratch_model(profile: Profile, collection: Collection, seed: int, lap) -> tuple:
-    tokenizer = Tokenizer.build(collection.texts, profile.vocab_min_count)
-    w2v = train_word2vec(collection.texts, profile.word2vec, seed)
+def _scratch_model(profile: Profile, texts: list[str], seed: int, lap) -> tuple:
+    """A new model whose vocabulary and word2vec come from ``texts``: the corpus, and the
+    user's labelled training queries when there are some (their words are the queries')."""
+    tokenizer = Tokenizer.build(texts, profile.vocab_min_count)
+    w2v = train_word2vec(texts, profile.word2vec, seed)
     model_cfg = ModelConfig(
         vocab_size=len(tokenizer), embed_dim=profile.word2vec.dim, **profile.model
     )
@@ -155,13 +165,15 @@ def build_corpus_version(
     collection = corpus.collection
     with tempfile.TemporaryDirectory(prefix="twotower-parent-") as parent:
         if start == "scratch":
-            model, tokenizer, cfg = _scratch_model(profile, collection, seed, lap)
+            texts = collection.texts + [query for query, _ in labelled]
+            model, tokenizer, cfg = _scratch_model(profile, texts, seed, lap)
         else:
             release.unpack_model(release.RELEASE_DIR, Path(parent))
             model, tokenizer, cfg = _release_model(Path(parent), seed)
             lap("release")
     bm25 = BM25Index.build(collection.ids, collection.texts, progress=True)
-    teacher = _teacher(profile)
+    teacher = _teacher(settings, profile, corpus, labelled, log)
+    lap("teacher")
     data = build_corpus_data(collection, profile.data, seed, bm25, teacher, labelled)
     examples = ExampleSet.build(data.examples, tokenizer, model.config, data.teacher)
     validator = holdout_validator(data, collection, tokenizer, model.config)

@@ -1,8 +1,9 @@
 """Training examples for a corpus that has no labelled queries: self-supervision only.
 
 Each example is an inverse-cloze pseudo-query (a span of a passage) with that passage as its
-positive and a BM25 neighbour of the span as its negative: a passage that shares the span's
-words but is not its source teaches the towers more than a random one. A candidate whose text
+positive and a BM25 neighbour of the span as its negative (``bm25_negatives``, the default): a
+passage that shares the span's words but is not its source teaches the towers more than a
+random one. A candidate whose text
 holds the span's passage (a duplicate) is never the negative. Teacher vectors are attached
 wherever the teacher cache holds a text; the distillation losses leave the other rows out.
 
@@ -60,7 +61,10 @@ def build_corpus_data(
             teacher_positives=np.stack([teacher.lookup(p) for p in positives]),
             teacher_passage={d: teacher.lookup(text_of[d]) for d in collection.ids},
         )
-    mined = mine_bm25_negatives(bm25, text_of, queries, positives, seed=seed, **kwargs)
+    if cfg.bm25_negatives:
+        mined = mine_bm25_negatives(bm25, text_of, queries, positives, seed=seed, **kwargs)
+    else:  # every negative a random passage
+        mined = [[] for _ in queries]
     examples = []
     for query, positive, negatives, source in zip(queries, positives, mined, sources, strict=True):
         if negatives:

@@ -74,6 +74,26 @@ PROFILES: dict[str, Profile] = {
         train=TrainConfig(epochs=1, batch_size=64),
         data=DataConfig(ict=0),
     ),
+    # Seconds: the tests' version (tests/fixtures/model.py), trained on a slice of the corpus
+    # without the teacher, so building it needs no services.
+    "tiny": Profile(
+        name="tiny",
+        word2vec=Word2VecConfig(dim=48, epochs=5, window=5),
+        model=dict(
+            encoder="rnn", hidden_dim=32, dim=48, max_passage_len=40, next_token_cutoffs=[500]
+        ),
+        train=TrainConfig(
+            epochs=3,
+            batch_size=64,
+            lr=3e-3,
+            embedding_lr=3e-3,
+            next_token_positions=512,
+            warmup_steps=10,
+        ),
+        data=DataConfig(ict=1200, holdout_pairs=100, teacher=False, ict_negatives="random"),
+        index=IndexConfig(num_shards=2),
+        ablation=False,
+    ),
     # The best settings found: what the release version is trained with (docs/training.md).
     "full": Profile(
         name="full",

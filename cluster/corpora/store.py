@@ -5,6 +5,8 @@ Layout (bucket `settings.s3_bucket`, beside `models/`)::
     corpora/<name>/<snapshot>/documents.jsonl.gz  one Document.to_json() a line, in file order
     corpora/<name>/<snapshot>/manifest.json       written LAST: no manifest, no snapshot
     corpora/<name>/LATEST                         {"snapshot": the newest import}
+    corpora/<name>/<snapshot>/derived/<key>       caches computed from the snapshot (teacher
+                                                  vectors): never part of its manifest
 
 The same publishing rules as model versions (cluster/artifacts.py), with its S3 helpers: a
 reader sees complete snapshots only, files are checksummed in the manifest, and a download is
@@ -16,6 +18,7 @@ with `skip_bad`, without the bad rows); whatever a failed upload had written is 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import queue
 import re
@@ -392,6 +395,23 @@ class CorpusStore:
         """The documents of a snapshot, in the imported file's order. Downloads (and raises
         CorpusNotFound) at once, then streams: memory does not grow with the corpus."""
         return _read_documents(self.download(name, snapshot) / DOCUMENTS)
+
+
+    # ------------------------------------------------------------------ derived caches
+    def _derived_key(self, name: str, snapshot: str, key: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", key):
+            raise ValueError(f"bad derived key {key!r}")
+        return f"{PREFIX}{check_name(name)}/{self._resolve(name, snapshot)}/derived/{key}"
+
+    def derived(self, name: str, snapshot: str, key: str) -> bytes | None:
+        """A cache computed from the snapshot (None if not computed yet). The snapshot's
+        documents never change, so what was computed from them stays true."""
+        return self.objects._get_bytes(self._derived_key(name, snapshot, key))
+
+    def put_derived(self, name: str, snapshot: str, key: str, data: bytes) -> None:
+        self.client.put_object(
+            self.bucket, self._derived_key(name, snapshot, key), io.BytesIO(data), len(data)
+        )
 
 
 def _read_documents(path: Path) -> Iterator[Document]:

@@ -9,6 +9,7 @@ import pytest
 
 from cluster.artifacts import ArtifactStore
 from cluster.corpora.store import CorpusStore
+from tests.fixtures.model import corpus_slice
 from training import datasets
 from training.corpus_pipeline import (
     build_corpus_version,
@@ -17,7 +18,6 @@ from training.corpus_pipeline import (
     train_corpus_and_publish,
 )
 from training.pipeline import get_profile, with_overrides
-from training.tiny import corpus_slice
 
 PASSAGES = 1500
 # A small, fast profile: what is measured is that self-supervision learns, not how well.

@@ -17,13 +17,13 @@ def test_tiny_version_beats_random_ranking_by_a_clear_margin(tiny_version_dir):
     passages = metrics["passages"]
     # One judged passage per dev query among `passages`: a random ranking's expected
     # R@100 is 100 / passages (0.05 here) and its MRR@10 about 2.9 / passages (0.0015).
-    assert metrics["dev_slice"]["R@100"] > 3 * 100 / passages
-    assert metrics["dev_slice"]["MRR@10"] > 5 * 2.93 / passages
+    assert metrics["dev"]["R@100"] > 3 * 100 / passages
+    assert metrics["dev"]["MRR@10"] > 5 * 2.93 / passages
     # The stored metrics are what the version really scores.
     again = evaluate_run(
         dense_run(tiny_version_dir, datasets.load_queries("dev")), datasets.load_qrels("dev")
     )
-    assert again == pytest.approx(metrics["dev_slice"], abs=1e-6)
+    assert again == pytest.approx(metrics["dev"], abs=1e-6)
 
 
 def test_tiny_version_layout_and_serving_loaders(tiny_version_dir):
@@ -59,7 +59,7 @@ def test_tiny_version_is_published_and_live(tiny_version, tmp_path):
         "index/shard-000.faiss" in manifest.files
         and "index/shard-001.ids.jsonl.gz" in manifest.files
     )
-    assert manifest.metrics["dev_slice"]["R@100"] > 0
+    assert manifest.metrics["dev"]["R@100"] > 0
     assert manifest.config["model"]["encoder"] == "rnn"
     copy = store.download(version, cache_dir=tmp_path)
     assert QueryEncoder.load(copy).encode(["hello"]).shape == (1, manifest.config["model"]["dim"])

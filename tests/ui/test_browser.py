@@ -1,7 +1,8 @@
 """The website in a real headless Chromium, against the real serving app on a local Ray.
 
 Searches, sees 10 results, opens one (a click event), marks another relevant, and then finds
-both feedback rows in PostgreSQL. The screenshot is kept in test-artifacts/ for people.
+both feedback rows in PostgreSQL; the status page shows the live version and draws the quality
+plot. The screenshot is kept in test-artifacts/ for people.
 """
 
 from __future__ import annotations
@@ -79,9 +80,15 @@ def test_search_click_and_judge_in_a_real_browser(website, serving):
             page.screenshot(path=str(ARTIFACTS / "website-search.png"))
 
             page.get_by_role("link", name="Status").click()
-            expect(page.get_by_text("Learning-loop runs")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Learning-loop runs", exact=True)).to_be_visible(timeout=30_000)
             expect(page.get_by_text(serving_version(serving)).first).to_be_visible()
             expect(page.locator("[data-testid='stMetric']").first).to_be_visible()
+            # The quality plot is drawn: Vega renders it as SVG, a symbol per version's point.
+            plot = page.locator("[data-testid='stVegaLiteChart'] svg.marks").first
+            expect(plot).to_be_visible(timeout=30_000)
+            box = plot.bounding_box()
+            assert box and box["width"] > 200 and box["height"] > 100
+            assert plot.locator("g.mark-symbol path").count() >= 1
             page.wait_for_timeout(1500)  # the tables draw on a canvas after they appear
             page.screenshot(path=str(ARTIFACTS / "website-status.png"))
         finally:

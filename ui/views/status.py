@@ -8,6 +8,7 @@ import streamlit as st
 
 from ui.client import BackendError, BackendUnavailable, prometheus_query
 from ui.common import api, apply_style, prometheus_url
+from ui.quality_chart import describe, quality_chart
 
 # Ray Serve's own HTTP metrics (exported by every Ray node, scraped by Prometheus).
 TRAFFIC_QUERIES = {
@@ -68,7 +69,21 @@ def show_traffic() -> None:
     st.caption(f"From Prometheus at {prometheus_url()} over the last minutes.")
 
 
-def show_versions() -> None:
+def show_quality(versions: list[dict], runs: list[dict]) -> None:
+    st.subheader("Quality over time")
+    chart = quality_chart(versions, runs)
+    if chart is None:
+        st.caption("No version has evaluation metrics to draw yet.")
+        return
+    st.altair_chart(chart, width="stretch")
+    seen = describe(versions, runs)
+    st.caption(
+        f"Points: the evaluated versions ({seen['versions']}). Dashed lines: the runs of the "
+        f"learning loop ({seen['runs']}), coloured by outcome. Hover for details."
+    )
+
+
+def show_versions() -> list[dict]:
     payload = api().versions()
     versions = rows(payload, "versions")
     live = payload.get("live") if isinstance(payload, dict) else None
@@ -97,6 +112,7 @@ def show_versions() -> None:
         st.dataframe([flat(v) for v in versions], hide_index=True, width="stretch")
     else:
         st.caption("The artifact store has no version yet.")
+    return versions
 
 
 RUN_COLUMNS = {
@@ -115,9 +131,8 @@ def run_row(run: dict) -> dict:
     return row or flat(run)
 
 
-def show_runs() -> None:
+def show_runs(runs: list[dict]) -> None:
     st.subheader("Learning-loop runs")
-    runs = rows(api().runs(), "runs")
     if runs:
         st.dataframe([run_row(r) for r in runs], hide_index=True, width="stretch")
     else:
@@ -132,8 +147,10 @@ apply_style()
 st.title("Status")
 show_traffic()
 try:
-    show_versions()
-    show_runs()
+    versions = show_versions()
+    runs = rows(api().runs(), "runs")
+    show_quality(versions, runs)
+    show_runs(runs)
 except BackendUnavailable as exc:
     st.error(f"**The search service is unavailable right now.** {exc}", icon=":material/cloud_off:")
 except BackendError as exc:
