@@ -191,6 +191,51 @@ class Settings(BaseSettings):
     reinforce_holdout_fraction: float = 0.1  # logged queries kept for the gate, never trained
     reinforce_run_timeout_s: int = 3600  # the scheduler kills a run that takes longer
 
+    # --- Simulated users (`twotower simulate`, docs/learning-loop.md, "Measuring it").
+    # Position-based click model: P(examined | rank r) = simulate_examination[r - 1] (ranks past
+    # the list: its last value). The default is (1/r)**1, the curve of the ULTR simulations
+    # (Joachims et al. 2017) and of the loop's own propensity setting; a fitted curve replaces it.
+    simulate_examination: list[float] = Field(
+        default_factory=lambda: [1.0, 0.5, 0.333, 0.25, 0.2, 0.167, 0.143, 0.125, 0.111, 0.1],
+        min_length=1,
+    )
+    # P(click | examined) for the highest relevance grade of the qrels and for an unjudged or
+    # grade-0 result (the noise); grades between are interpolated by gain (2**g - 1).
+    simulate_p_click_relevant: float = Field(default=0.9, ge=0, le=1)
+    simulate_p_click_irrelevant: float = Field(default=0.05, ge=0, le=1)
+    simulate_bot_share: float = Field(default=0.02, ge=0, le=1)  # bot sessions per human one
+    # --- end of simulated users.
+
+    # --- Click memory (docs/click-memory.md): a prior per (normalised query, document) from
+    # clicks and marks of distinct sessions, blended into dense and hybrid rankings within
+    # seconds of a click, on every ingress replica.
+    click_memory_enabled: bool = True
+    # The memory's share of the blend: (1 - w) x the min-max-normalised score + w x the pull.
+    click_memory_weight: float = Field(default=0.3, ge=0, le=1)
+    # Distinct sessions a (query, document) needs before the memory moves it.
+    click_memory_min_sessions: int = Field(default=3, ge=1)
+    # Evidence halves with every half-life of age.
+    click_memory_half_life_s: float = Field(default=7 * 86400.0, gt=0)
+    # The most one session gives one (query, document), either way; a relevance mark is worth
+    # a whole session (+cap for relevant, -cap for not relevant).
+    click_memory_session_cap: float = Field(default=4.0, gt=0)
+    # Sessions of one client (a hash of its address) that count per (query, document).
+    click_memory_client_sessions: int = Field(default=1, ge=1)
+    # P(examined | rank r) = click_memory_propensities[r - 1] (ranks past the list: its last
+    # value); a click weighs its inverse. The default is (1/r)**1, as reinforce_propensity_eta.
+    click_memory_propensities: list[float] = Field(
+        default_factory=lambda: [1.0, 0.5, 0.333, 0.25, 0.2, 0.167, 0.143, 0.125, 0.111, 0.1],
+        min_length=1,
+    )
+    # The pull of a document is tanh(evidence / scale), in (-1, 1).
+    click_memory_scale: float = Field(default=10.0, gt=0)
+    # Candidates re-ranked for a remembered query (at least k): a document clicked just below
+    # the results can come up.
+    click_memory_depth: int = Field(default=20, ge=1)
+    # How often each ingress replica folds new feedback (one at a time) and reads the changes.
+    click_memory_poll_s: float = Field(default=1.0, gt=0)
+    # --- end of click memory.
+
     @model_validator(mode="after")
     def _secrets(self) -> Settings:
         if self.mode == "local":

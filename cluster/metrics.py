@@ -55,9 +55,29 @@ ray_twotower_log_retried_total                      counter    feedback written 
                                                                waiting for its search
 ==================================================  =========  =============================
 
+Click memory (recorded by each ingress replica, deployments/click_memory.py, through
+:func:`click_memory_metrics`; docs/click-memory.md):
+
+==================================================  =========  =============================
+ray_twotower_click_memory_queries                   gauge      queries the memory can move
+                                                               now (each replica's copy)
+ray_twotower_click_memory_folded_total              counter    feedback events folded into
+                                                               the memory (by whichever
+                                                               replica folded them)
+ray_twotower_click_memory_ignored_total             counter    reason: capped (the session
+                                                               had given its cap), client
+                                                               (the client had given its
+                                                               sessions), unshown (the
+                                                               search did not show it),
+                                                               refused (the API refused a
+                                                               click on an unshown result)
+ray_twotower_click_memory_moved_total               counter    searches whose results the
+                                                               memory reordered
+==================================================  =========  =============================
+
 Metric objects are created lazily, once per process, by :func:`serving_metrics`,
-:func:`loop_metrics` and :func:`logstore_metrics`: a Ray metric belongs to the worker process
-that records it (outside Ray, recording does nothing).
+:func:`loop_metrics`, :func:`logstore_metrics` and :func:`click_memory_metrics`: a Ray metric
+belongs to the worker process that records it (outside Ray, recording does nothing).
 """
 
 from __future__ import annotations
@@ -100,6 +120,14 @@ class LogStoreMetrics:
     dropped: Counter
     rejected: Counter
     retried: Counter
+
+
+@dataclass(frozen=True)
+class ClickMemoryMetrics:
+    queries: Gauge
+    folded: Counter
+    ignored: Counter
+    moved: Counter
 
 
 @lru_cache(maxsize=1)
@@ -204,5 +232,28 @@ def logstore_metrics() -> LogStoreMetrics:
         retried=Counter(
             "twotower_log_retried_total",
             description="Feedback records written after waiting for their search to land.",
+        ),
+    )
+
+
+@lru_cache(maxsize=1)
+def click_memory_metrics() -> ClickMemoryMetrics:
+    return ClickMemoryMetrics(
+        queries=Gauge(
+            "twotower_click_memory_queries",
+            description="Queries whose ranking the click memory can move now (this replica).",
+        ),
+        folded=Counter(
+            "twotower_click_memory_folded_total",
+            description="Feedback events folded into the click memory.",
+        ),
+        ignored=Counter(
+            "twotower_click_memory_ignored_total",
+            description="Clicks and marks the click memory did not count, by reason.",
+            tag_keys=("reason",),
+        ),
+        moved=Counter(
+            "twotower_click_memory_moved_total",
+            description="Searches whose results the click memory reordered.",
         ),
     )

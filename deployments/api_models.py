@@ -10,6 +10,7 @@ No ``from __future__ import annotations``: FastAPI must see the models as real c
 """
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -105,8 +106,16 @@ class SearchRequest(BaseModel):
 class SearchResult(BaseModel):
     doc_id: str = Field(description="The document's id, as its corpus names it.")
     rank: int
-    score: float
+    score: float = Field(
+        description="Compares only within one answer; when click_memory_moved or any memory "
+        "is set, the blend of the ranking's score and the click memory's pull."
+    )
     text: str
+    memory: float | None = Field(
+        None,
+        description="The click memory's pull on this result, in (-1, 1) (up when positive); "
+        "null when the memory knows too little of it for this query.",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -115,6 +124,10 @@ class SearchResponse(BaseModel):
     latency_ms: float
     mode: Literal["dense", "hybrid"] = Field(description="The mode that answered.")
     results: list[SearchResult]
+    click_memory_moved: bool = Field(
+        False,
+        description="Whether the click memory changed which results are shown or their order.",
+    )
 
 
 class FeedbackRequest(BaseModel):
@@ -168,6 +181,37 @@ class VersionsResponse(BaseModel):
 
 class RunsResponse(BaseModel):
     runs: list[dict[str, Any]]
+
+
+class ClickMemoryIgnored(BaseModel):
+    capped: int = Field(description="Events of a session that had already given its cap.")
+    unshown: int = Field(description="Events on a result their search did not show.")
+    client: int = Field(description="Sessions of a client that had already given its share.")
+
+
+class ClickMemorySettings(BaseModel):
+    weight: float
+    min_sessions: int
+    half_life_s: float
+    session_cap: float
+    client_sessions: int
+    propensities: list[float]
+    scale: float
+    depth: int
+
+
+class ClickMemoryStatus(BaseModel):
+    """The click memory as the answering replica holds it (docs/click-memory.md)."""
+
+    enabled: bool
+    queries: int = Field(description="Queries whose ranking the memory can move now.")
+    documents: int = Field(description="(query, document) pairs with enough sessions to act.")
+    folded: int = Field(description="Feedback events folded into the memory, in all.")
+    ignored: ClickMemoryIgnored = Field(description="Feedback events it did not count, by reason.")
+    watermark: int = Field(description="The last feedback id folded.")
+    folded_at: datetime | None = Field(description="When the memory last folded feedback.")
+    polled_at: datetime | None = Field(description="When this replica last read the memory.")
+    settings: ClickMemorySettings
 
 
 class DocumentIn(BaseModel):

@@ -7,7 +7,8 @@ whole batch, which spreads Ray's per-call cost over many requests. A batch waits
 searches (up to the window) only while another batch is in flight: then company is coming
 and larger batches cost less CPU per search; a lone search goes at once. The search is logged
 before it is answered: the log writer returns once the record is on disk (fsync'd), and
-writes it to PostgreSQL in the background.
+writes it to PostgreSQL in the background. A query asked before is re-ranked with the clicks
+of earlier searchers (the click memory, deployments/click_memory.py, docs/click-memory.md).
 
 Failures are answered, never hung on: a call to the encoder or a shard whose replica died is
 retried once (on another replica), every backend, S3 and PostgreSQL call has a time limit,
@@ -43,12 +44,14 @@ from cluster.config import get_settings
 from cluster.corpora.document_log import DocumentLog
 from cluster.corpora.documents import SHIPPED_CORPUS
 from cluster.logstore import FeedbackRecord, LogReader, LogWriter, ResultItem, SearchRecord
+from cluster.logstore.records import client_id
 from cluster.metrics import serving_metrics
 from deployments.api_models import (
     ERROR_RESPONSES,
     MAX_LIMIT,
     SEARCH_RESPONSES,
     WHITESPACE,
+    ClickMemoryStatus,
     DocumentDeleted,
     DocumentOut,
     DocumentsRequest,
@@ -63,6 +66,7 @@ from deployments.api_models import (
     VersionResponse,
     VersionsResponse,
 )
+from deployments.click_memory import ClickMemory
 from deployments.dependencies import (
     POSTGRES,
     POSTGRES_FAILURES,
@@ -84,7 +88,10 @@ RECENT_SEARCHES = 50_000  # search_id -> shown doc_ids kept in memory for instan
 FEEDBACK_LOOKUP_WAIT_S = 1.0  # a search may still sit in the log store's write queue
 DRAIN_TIMEOUT_S = 60.0
 BACKEND = "search backend"
-ROUTES = {"/search", "/feedback", "/documents", "/healthz", "/version", "/versions", "/runs"}
+ROUTES = {
+    "/search", "/feedback", "/documents", "/healthz", "/version", "/versions", "/runs",
+    "/click-memory",
+}  # fmt: skip
 
 _settings = get_settings()
 app = FastAPI(
@@ -186,6 +193,7 @@ class SearchIngress:
         self.log_writer = LogWriter(self.settings)  # searches and feedback, on disk before answered
         self.log_reader = LogReader(self.settings)  # feedback lookups and /runs
         self.documents = DocumentLog(self.settings)  # documents written through the API
+        self.click_memory = ClickMemory(self.settings)  # clicks of earlier searches, in ranking
         self.tokens = Tokens(self.settings)
         self.store: ArtifactStore | None = None  # made on first use: S3 may be down now
         timeout = self.settings.dependency_timeout_s
@@ -215,6 +223,7 @@ class SearchIngress:
             float(config.get("feedback_session_rate_per_s", settings.feedback_session_rate_per_s)),
             int(config.get("feedback_session_burst", settings.feedback_session_burst)),
         )
+        self.click_memory.start()
         await self._switch_live(config.get("live"))
 
     async def _switch_live(self, live: str | None) -> None:
@@ -246,16 +255,21 @@ class SearchIngress:
         version = self.live
         if version is None:
             raise HTTPException(503, "no model version is loaded yet")
-        hits = await self._search_batched(version, query, body.k, mode)
+        prior = self.click_memory.prior(query)
+        hits = await self._search_batched(
+            version, query, self.click_memory.depth(body.k, prior), mode
+        )
+        ranked, memory_moved = self.click_memory.rank(hits, prior, body.k)
         search_id = str(uuid.uuid4())
         results = [
-            SearchResult(doc_id=doc_id, rank=rank, score=score, text=text)
-            for rank, (score, doc_id, text) in enumerate(hits, 1)
+            SearchResult(doc_id=r.doc_id, rank=rank, score=r.score, text=r.text, memory=r.memory)
+            for rank, r in enumerate(ranked, 1)
         ]
         latency_ms = (time.perf_counter() - started) * 1000
         self._remember(search_id, Shown(body.session_id, {r.doc_id: r.rank for r in results}))
+        client = client_id(client_key(request.scope, self.settings.client_ip_header))
         record = self._search_record(
-            search_id, body.session_id, query, version, mode, latency_ms, results
+            search_id, body.session_id, client, query, version, mode, latency_ms, results
         )
         # On disk (fsync'd) before the answer, off the event loop so other requests go on.
         await asyncio.to_thread(self.log_writer.log_search, record)
@@ -265,6 +279,7 @@ class SearchIngress:
             latency_ms=round(latency_ms, 3),
             mode=mode,
             results=results,
+            click_memory_moved=memory_moved,
         )
 
     async def _search_batched(self, version: str, query: str, k: int, mode: str) -> list[Hit]:
@@ -283,7 +298,7 @@ class SearchIngress:
             self.in_flight[version] -= 1
 
     @staticmethod
-    def _search_record(search_id, session_id, query, version, mode, latency_ms, results):
+    def _search_record(search_id, session_id, client, query, version, mode, latency_ms, results):
         items = [
             ResultItem(doc_id=r.doc_id, rank=r.rank, score=r.score)
             for r in results
@@ -292,6 +307,7 @@ class SearchIngress:
         return SearchRecord(
             id=uuid.UUID(search_id),
             session_id=session_id,
+            client=client,
             query=query,
             model_version=version,
             mode=mode,
@@ -371,6 +387,7 @@ class SearchIngress:
         if shown is None:
             raise HTTPException(404, f"unknown search_id {body.search_id}")
         if body.doc_id not in shown.ranks:  # a result that does not exist, like an unknown search
+            self.click_memory.refused()
             raise HTTPException(
                 404, f"doc_id {body.doc_id!r} was not among the results of search {body.search_id}"
             )
@@ -556,3 +573,8 @@ class SearchIngress:
     ) -> RunsResponse:
         rows = await self.postgres.call(self.log_reader.list_runs, limit)
         return RunsResponse.model_validate(jsonable_encoder({"runs": rows}))
+
+    @app.get("/click-memory", response_model=ClickMemoryStatus, responses=ERROR_RESPONSES)
+    async def click_memory_status(self) -> ClickMemoryStatus:
+        """What the click memory holds and what it ignored, as this replica sees it."""
+        return ClickMemoryStatus.model_validate(self.click_memory.status())

@@ -396,7 +396,6 @@ class CorpusStore:
         CorpusNotFound) at once, then streams: memory does not grow with the corpus."""
         return _read_documents(self.download(name, snapshot) / DOCUMENTS)
 
-
     # ------------------------------------------------------------------ derived caches
     def _derived_key(self, name: str, snapshot: str, key: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", key):

@@ -29,12 +29,12 @@ DEFAULT_LOOP = "reinforce"
 CONNECT_TIMEOUT_S = 3
 
 GET_SEARCH = """
-SELECT id, created_at, session_id, query, model_version, mode, latency_ms, results
+SELECT id, created_at, session_id, client, query, model_version, mode, latency_ms, results
   FROM searches WHERE id = %s::uuid
 """
 FEEDBACK_SINCE = """
 SELECT f.id, f.event_id, f.search_id, f.doc_id, f.rank, f.kind, f.created_at,
-       s.session_id, s.query, s.model_version, s.mode, s.latency_ms, s.results,
+       s.session_id, s.client, s.query, s.model_version, s.mode, s.latency_ms, s.results,
        s.created_at AS searched_at
   FROM feedback f JOIN searches s ON s.id = f.search_id
  WHERE f.id > %(watermark)s

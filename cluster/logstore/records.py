@@ -13,6 +13,7 @@ keeps both, and is never inserted twice.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import uuid
@@ -56,6 +57,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def client_id(address: str) -> str:
+    """What the log stores of a client's address: a short hash, enough to tell clients apart
+    (the click memory's per-client limit) without keeping the address. Pseudonymous, not
+    anonymous: an IPv4 hash can be reversed by trying every address."""
+    return hashlib.blake2b(address.encode("utf-8", "replace"), digest_size=8).hexdigest()
+
+
 class ResultItem(BaseModel):
     """One result as shown to the user."""
 
@@ -77,6 +85,7 @@ class SearchRecord(BaseModel):
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
     created_at: datetime = Field(default_factory=_now)
     session_id: str | None = None
+    client: str | None = None  # client_id() of the address it came from
     query: str
     model_version: str | None = None
     mode: str = "dense"
@@ -88,7 +97,7 @@ class SearchRecord(BaseModel):
     def _query(cls, value):
         return clean_text(value, "query", MAX_QUERY_CHARS)
 
-    @field_validator("session_id", "model_version", "mode", mode="before")
+    @field_validator("session_id", "client", "model_version", "mode", mode="before")
     @classmethod
     def _labels(cls, value, info):
         return None if value is None else clean_text(value, info.field_name, MAX_LABEL_CHARS)

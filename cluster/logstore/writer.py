@@ -57,8 +57,9 @@ UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 REFUSED = (psycopg.Error, KeyError, TypeError, ValueError)
 
 INSERT_SEARCH = """
-INSERT INTO searches (id, created_at, session_id, query, model_version, mode, latency_ms, results)
-VALUES (%(id)s::uuid, %(created_at)s::timestamptz, %(session_id)s, %(query)s,
+INSERT INTO searches (id, created_at, session_id, client, query, model_version, mode, latency_ms,
+                      results)
+VALUES (%(id)s::uuid, %(created_at)s::timestamptz, %(session_id)s, %(client)s, %(query)s,
         %(model_version)s, %(mode)s, %(latency_ms)s, %(results)s::jsonb)
 ON CONFLICT (id) DO NOTHING
 """
@@ -88,7 +89,9 @@ def _feedback_row(record: FeedbackRecord) -> dict:
 
 def _current(row: dict) -> dict:
     """A buffered row as this version inserts it: rows buffered before documents had string
-    ids name them `pid`, an integer."""
+    ids name them `pid`, an integer; searches buffered before clients were recorded have none."""
+    if row.get("type") == "search" and "client" not in row:
+        row = {**row, "client": None}
     if row.get("type") == "feedback" and "pid" in row:
         row = {**row, "doc_id": str(row["pid"])}
     elif row.get("type") == "search" and '"pid"' in row.get("results", ""):
