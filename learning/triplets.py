@@ -25,6 +25,7 @@ from datetime import datetime
 
 from cluster.config import Settings
 from cluster.logstore.records import FEEDBACK_KINDS
+from learning.traffic import is_measurement
 from training.text import query_key
 
 
@@ -259,8 +260,9 @@ def build_log_data(
     untrainable: frozenset[str] = frozenset(),
     mine: Callable[[str, set[str]], str | None] | None = None,
 ) -> LogData:
-    """The whole log -> training-data path the job runs once per run."""
-    unique = deduplicate_events(events)
+    """The whole log -> training-data path the job runs once per run. Measurement sessions
+    (``learning.traffic.MEASURE_SESSION_PREFIX``) only judge the stack: never learned from."""
+    unique = deduplicate_events(e for e in events if not is_measurement(e.session_id))
     bots = bot_sessions(unique, config)
     human = [e for e in unique if e.session not in bots]
     allowed = [e for e in human if query_key(e.query) not in untrainable]

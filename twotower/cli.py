@@ -556,35 +556,71 @@ def reinforce(
 
 @app.command()
 def simulate(
-    sessions: int = typer.Option(200, "--sessions", "-k", min=1, help="Simulated sessions."),
-    seed: int = typer.Option(1, "--seed", help="First seed (one per repeat)."),
+    queries: str = typer.Option(
+        "",
+        "--queries",
+        help="Query pool: TREC topics (<top><num>…<title>…) or qid<TAB>query lines, .gz ok; "
+        "default: the simulated dev half.",
+    ),
+    qrels: str = typer.Option(
+        "", "--qrels", help="The pool's judgments: TREC qrels (qid 0 doc_id grade), .gz ok."
+    ),
+    sessions: int = typer.Option(200, "--sessions", "-k", min=1, help="People per day."),
+    days: int = typer.Option(1, "--days", min=1, help="Simulated days (the next one is held out)."),
+    zipf: float = typer.Option(1.0, "--zipf", min=0, help="P(popularity rank r) ∝ 1/r**S."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the plan (the first, with --repeats)."),
+    bots: int = typer.Option(
+        None, "--bots", min=0, help="Bot sessions in all; default: simulate_bot_share, rounded up."
+    ),
+    mode: str = typer.Option(None, "--mode", help="hybrid or dense; default: the stack's."),
+    dwell: tuple[float, float] = typer.Option(
+        (0.4, 1.0), "--dwell", help="Seconds a person pauses before each click: MIN MAX."
+    ),
     repeats: int = typer.Option(
         0,
         "--repeats",
         min=0,
-        help="0: only simulate clicks (then run `twotower reinforce --now`). N: N trials, each "
-        "from the same live version: clicks, a loop run, and the measured change.",
+        help="0: the sessions, measured before and after (then run `twotower reinforce --now`). "
+        "N: N trials, each from the same live version: sessions, a loop run, the changes.",
     ),
     concurrency: int = typer.Option(8, "--concurrency", min=1, max=64),
-    report: str = typer.Option("", "--report", help="Write the trials as JSON to this path."),
+    report: str = typer.Option("", "--report", help="Also write the report as JSON here."),
 ) -> None:
-    """Simulated users: real searches through the HTTP API, clicks from a click model."""
+    """Simulated traffic through the HTTP API: Zipf-popular queries over days, position-biased
+    clicks, a few bots; the traffic-weighted MRR@10 of the held-out next day, before and after."""
+    import dataclasses
     import json
     from pathlib import Path
 
     from cluster.config import get_settings
+    from learning.traffic import PoolError, default_pool, load_pool
     from twotower import simulate as sim
+    from twotower.traffic_plan import bot_count
 
+    if bool(queries) != bool(qrels):
+        raise typer.BadParameter("give both or neither", param_hint="--queries/--qrels")
+    if mode not in (None, "hybrid", "dense"):
+        raise typer.BadParameter("hybrid or dense", param_hint="--mode")
+    if not 0 <= dwell[0] <= dwell[1]:
+        raise typer.BadParameter("need 0 <= MIN <= MAX", param_hint="--dwell")
+    try:
+        pool = load_pool(Path(queries), Path(qrels)) if queries else default_pool()
+    except PoolError as err:
+        raise typer.BadParameter(str(err), param_hint="--queries/--qrels") from None
     settings = get_settings()
+    bots = bot_count(settings, sessions, days) if bots is None else bots
+    traffic = sim.Traffic(sessions, days, zipf, seed, bots, concurrency, dwell, mode=mode)
     if repeats == 0:
-        stats = sim.run_sessions(settings, sessions, seed, concurrency=concurrency)
-        typer.echo(json.dumps(stats.to_dict(), indent=2, default=str))
-        raise typer.Exit(1 if stats.clicks == 0 else 0)
-    trials = sim.repeated_trials(settings, sessions, seed, repeats, concurrency=concurrency)
-    text = json.dumps([t.__dict__ for t in trials], indent=2, default=str)
+        result = sim.simulate(settings, pool, traffic)
+        text = json.dumps(result, indent=2, default=str)
+    else:
+        trials = sim.repeated_trials(settings, pool, traffic, repeats)
+        text = json.dumps([dataclasses.asdict(t) for t in trials], indent=2, default=str)
     if report:
         Path(report).write_text(text + "\n")
     typer.echo(text)
+    if repeats == 0:
+        raise typer.Exit(1 if result["sessions"]["clicks"] == 0 else 0)
     typer.echo(sim.summary(trials))
 
 

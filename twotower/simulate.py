@@ -1,112 +1,115 @@
-"""Simulated users, for measuring the loop end to end (``twotower simulate``).
+"""Simulated traffic, for measuring the loop end to end (``twotower simulate``).
 
-Users ask the *simulated* half of the dev queries through the real HTTP API and click by a
-position-based click model: a result at rank r is examined with probability (1/r)**eta and,
-once examined, clicked with probability ``p_relevant`` if the dev qrels judge it relevant,
-else ``p_noise``. The other dev half and DL19 are never asked here and are what the report
-measures (the learning loop also refuses to train on them, see ``splits.untrainable_queries``).
+Users ask a query pool (default: the *simulated* half of the dev queries with the dev qrels;
+or any TREC topics and qrels) through the real HTTP API, with Zipf popularity over simulated
+days, and click by a position-based click model (``twotower.traffic_plan``); a few bots act
+fast. The report is the traffic-weighted MRR@10 of the live stack on the held-out next day,
+before and after the sessions. The other dev half and DL19 are never asked here and are what
+``--repeats`` trials also measure (the learning loop refuses to train on them, see
+``learning.splits.untrainable_queries``).
 """
 
 from __future__ import annotations
 
-import random
-import threading
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import httpx
 import psycopg
 
+from cluster.artifacts import ArtifactStore
 from cluster.config import Settings
 from cluster.logstore import LogReader
-from learning.splits import dev_split
-from training.datasets import load_qrels
+from deployments.rollout import rollout
+from learning.evaluation import evaluate_per_query
+from learning.job import run_once
+from learning.traffic import QueryPool, TrafficDay, default_pool, per_search, save_day
+from training.evaluation.metrics import mean, paired_bootstrap
+from twotower.simulated_users import (
+    ClickRefused,
+    Measurement,
+    SearchFailed,
+    SessionStats,
+    measure_day,
+    run_bot,
+    run_user,
+)
+from twotower.traffic_plan import (
+    BotSession,
+    ClickModel,
+    TrafficPlan,
+    UserSession,
+    day_sessions,
+    held_out_day,
+    plan_traffic,
+)
+
+__all__ = ["ClickModel", "Traffic", "run_sessions", "simulate", "wait_until_serving"]
 
 
 @dataclass(frozen=True)
-class ClickModel:
-    eta: float = 1.0  # examination P(rank r) = (1/r)**eta
-    p_relevant: float = 0.9  # P(click | examined, relevant)
-    p_noise: float = 0.05  # P(click | examined, not relevant)
+class Traffic:
+    """How much traffic, how it is spread, and how fast it runs."""
 
-    def clicks(self, shown: list[str], relevant: set[str], rng: random.Random) -> list[str]:
-        clicked = []
-        for rank, doc_id in enumerate(shown, 1):
-            if rng.random() < (1.0 / rank) ** self.eta:
-                if rng.random() < (self.p_relevant if doc_id in relevant else self.p_noise):
-                    clicked.append(doc_id)
-        return clicked
+    sessions: int = 200  # people per simulated day
+    days: int = 1
+    zipf: float = 1.0  # P(query of popularity rank r) proportional to 1 / r**zipf
+    seed: int = 1
+    bots: int = 0  # bot sessions over all days
+    concurrency: int = 8
+    dwell_s: tuple[float, float] = (0.4, 1.0)  # pause before each click
+    k: int = 10
+    mode: str | None = None  # None: the stack's default mode
+
+    def plan(self, pool: QueryPool) -> TrafficPlan:
+        return plan_traffic(list(pool.queries), self.sessions, self.days, self.zipf, self.seed)
+
+    def describe(self) -> dict:
+        return {
+            "sessions_per_day": self.sessions,
+            "days": self.days,
+            "zipf": self.zipf,
+            "seed": self.seed,
+            "bots": self.bots,
+            "mode": self.mode or "the stack's default",
+        }
 
 
-@dataclass
-class SessionStats:
-    sessions: int = 0
-    searches: int = 0
-    clicks: int = 0
-    relevant_clicks: int = 0
-    failures: list[str] = field(default_factory=list)
-    last_click_at: float | None = None  # wall clock (time.time())
-    seconds: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
-
-    def clicked(self, relevant: bool) -> None:
-        with self.lock:
-            self.clicks += 1
-            self.relevant_clicks += relevant
-            self.last_click_at = time.time()
-
-    def finished(self, failure: str | None = None) -> None:
-        with self.lock:
-            if failure is None:
-                self.sessions += 1
-                self.searches += 1
+def _run_one(settings, session, model: ClickModel, traffic: Traffic, stats) -> None:
+    try:
+        with httpx.Client(base_url=settings.api_base_url, timeout=30) as client:
+            if isinstance(session, BotSession):
+                run_bot(client, session, settings, stats, traffic.k)
             else:
-                self.failures.append(failure)
+                run_user(client, session, model, settings, stats, k=traffic.k, mode=traffic.mode)
+    except (httpx.HTTPError, SearchFailed, ClickRefused) as exc:
+        stats.failed(f"session {session.session_id}: {exc}")
 
 
-@dataclass(frozen=True)
-class Session:
-    """One simulated user: a search, then clicks at human speed."""
-
-    session_id: str
-    query: str
-    relevant: set[str]
-    rng: random.Random
-    dwell_s: tuple[float, float] = (0.4, 1.0)
-
-    def run(self, client: httpx.Client, model: ClickModel, k: int, stats: SessionStats) -> None:
-        body = {"query": self.query, "k": k, "mode": "dense", "session_id": self.session_id}
-        resp = client.post("/search", json=body)
-        resp.raise_for_status()
-        answer = resp.json()
-        shown = [r["doc_id"] for r in answer["results"]]
-        for doc_id in model.clicks(shown, self.relevant, self.rng):
-            time.sleep(self.rng.uniform(*self.dwell_s))
-            click = {"search_id": answer["search_id"], "doc_id": doc_id, "kind": "click"}
-            client.post("/feedback", json=click).raise_for_status()
-            stats.clicked(doc_id in self.relevant)
-
-
-def plan_sessions(sessions: int, seed: int, dwell_s: tuple[float, float]) -> list[Session]:
-    """``sessions`` users asking the simulated dev half, drawn uniformly (seeded)."""
-    if sessions < 1:
-        raise ValueError("sessions must be >= 1")
-    queries = dev_split().simulated
-    qrels = load_qrels("dev")
-    qids = sorted(q for q in queries if q in qrels)
-    rng = random.Random(seed)
-    plan = []
-    for i in range(sessions):
-        qid, session_seed = rng.choice(qids), rng.random()
-        relevant = {d for d, rel in qrels[qid].items() if rel > 0}
-        plan.append(
-            Session(f"sim-{seed}-{i}", queries[qid], relevant, random.Random(session_seed), dwell_s)
-        )
-    return plan
+def run_traffic(
+    settings: Settings,
+    pool: QueryPool,
+    traffic: Traffic,
+    model: ClickModel | None = None,
+    plan: TrafficPlan | None = None,
+) -> SessionStats:
+    """Every simulated day's sessions, ``concurrency`` at a time, one day after the other;
+    then wait until the log store holds every click, so a loop run started next sees them."""
+    plan = plan or traffic.plan(pool)
+    model = model or ClickModel.from_settings(settings, pool.max_grade)
+    stats, started = SessionStats(), time.monotonic()
+    watermark = _feedback_watermark(settings)
+    people: set[str] = set()
+    for sessions in day_sessions(plan, pool, traffic.bots, traffic.dwell_s):
+        people |= {s.session_id for s in sessions if isinstance(s, UserSession)}
+        with ThreadPoolExecutor(max_workers=traffic.concurrency) as workers:
+            list(workers.map(lambda s: _run_one(settings, s, model, traffic, stats), sessions))
+    if watermark is not None and stats.clicks:
+        wait_until_logged(settings, watermark, people, stats.clicks)
+    stats.seconds = round(time.monotonic() - started, 2)
+    return stats
 
 
 def run_sessions(
@@ -114,34 +117,51 @@ def run_sessions(
     sessions: int,
     seed: int,
     *,
-    model: ClickModel = ClickModel(),
+    model: ClickModel | None = None,
     concurrency: int = 8,
     dwell_s: tuple[float, float] = (0.4, 1.0),
     k: int = 10,
 ) -> SessionStats:
-    """``sessions`` users, each: one search, a pause, then clicks with pauses between them.
+    """``sessions`` people on the default pool in one day, no bots: the loop's own tests."""
+    traffic = Traffic(sessions, seed=seed, concurrency=concurrency, dwell_s=dwell_s, k=k)
+    return run_traffic(settings, default_pool(), traffic, model)
 
-    The pauses keep each session at human speed (the loop drops bot-fast sessions); sessions
-    run ``concurrency`` at a time so K sessions still take K * ~1.5 s / concurrency."""
-    plan = plan_sessions(sessions, seed, dwell_s)
-    stats = SessionStats()
-    started = time.monotonic()
-    watermark = _feedback_watermark(settings)
 
-    def one(session: Session) -> None:
-        try:
-            with httpx.Client(base_url=settings.api_base_url, timeout=30) as client:
-                session.run(client, model, k, stats)
-            stats.finished()
-        except httpx.HTTPError as exc:
-            stats.finished(f"session {session.session_id}: {exc}")
+def change(before: Measurement, after: Measurement, day: TrafficDay) -> dict:
+    """after − before, with a paired bootstrap 95 % interval over the day's searches."""
+    delta, low, high = paired_bootstrap(
+        per_search(before.reciprocal_ranks, day), per_search(after.reciprocal_ranks, day)
+    )
+    return {
+        "before": round(before.mrr10, 4),
+        "after": round(after.mrr10, 4),
+        "delta": round(delta, 4),
+        "ci95": [round(low, 4), round(high, 4)],
+    }
 
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(one, plan))
-    if watermark is not None and stats.clicks:
-        wait_until_logged(settings, watermark, {s.session_id for s in plan}, stats.clicks)
-    stats.seconds = round(time.monotonic() - started, 2)
-    return stats
+
+def simulate(
+    settings: Settings, pool: QueryPool, traffic: Traffic, model: ClickModel | None = None
+) -> dict:
+    """Store the held-out next day, measure the live stack on it, run the sessions, measure
+    again: the report ``twotower simulate`` prints."""
+    plan = traffic.plan(pool)
+    day = held_out_day(plan, pool)
+    key = save_day(ArtifactStore.from_settings(settings), day)
+    before = measure_day(settings, day, f"{traffic.seed}-before", traffic.concurrency)
+    stats = run_traffic(settings, pool, traffic, model, plan)
+    after = measure_day(settings, day, f"{traffic.seed}-after", traffic.concurrency)
+    return {
+        "pool": pool.describe(),
+        "traffic": traffic.describe(),
+        "held_out_day": {"key": key, "queries": len(day.counts), "searches": day.searches},
+        "traffic_weighted_mrr10": {
+            "before": before.report(),
+            "after": after.report(),
+            "change": change(before, after, day),
+        },
+        "sessions": stats.to_dict(),
+    }
 
 
 def _feedback_watermark(settings: Settings) -> int | None:
@@ -192,6 +212,7 @@ def live_version(settings: Settings) -> str:
         return resp.json()["version"]
 
 
+# --------------------------------------------------------------------------- trials
 @dataclass
 class Trial:
     seed: int
@@ -205,9 +226,6 @@ class Trial:
 
 def measure_change(base_dir, new_dir) -> dict:
     """Held-out dev half (MRR@10) and DL19 (nDCG@10), plus the simulated half for contrast."""
-    from learning.evaluation import evaluate_per_query
-    from training.evaluation.metrics import mean, paired_bootstrap
-
     before = evaluate_per_query(base_dir)
     after = evaluate_per_query(new_dir) if new_dir != base_dir else before
     out = {}
@@ -222,13 +240,17 @@ def measure_change(base_dir, new_dir) -> dict:
     return out
 
 
-def trial(settings: Settings, sessions: int, seed: int, *, concurrency: int = 8) -> Trial:
-    """K simulated sessions -> one learning-loop run -> metric change and click-to-live time."""
-    from cluster.artifacts import ArtifactStore
-    from learning.job import run_once
-
+def trial(settings: Settings, pool: QueryPool, traffic: Traffic) -> Trial:
+    """Sessions -> one learning-loop run -> metric changes and click-to-live time. The
+    traffic-weighted MRR@10 is the live stack's, through the API, before the sessions and
+    once the run's outcome serves."""
     base = live_version(settings)
-    stats = run_sessions(settings, sessions, seed, concurrency=concurrency)
+    plan = traffic.plan(pool)
+    day = held_out_day(plan, pool)
+    store = ArtifactStore.from_settings(settings)
+    save_day(store, day)
+    before = measure_day(settings, day, f"{traffic.seed}-before", traffic.concurrency)
+    stats = run_traffic(settings, pool, traffic, plan=plan)
     if stats.clicks == 0:
         raise RuntimeError(f"the simulated sessions produced no clicks ({stats.failures[:3]})")
     result = run_once(settings, force=True)
@@ -236,24 +258,22 @@ def trial(settings: Settings, sessions: int, seed: int, *, concurrency: int = 8)
     click_to_live = None
     if new is not None:
         click_to_live = round(wait_until_serving(settings, new) - stats.last_click_at, 1)
-    store = ArtifactStore.from_settings(settings)
+    after = measure_day(settings, day, f"{traffic.seed}-after", traffic.concurrency)
     base_dir = store.download(base)
     changes = measure_change(base_dir, store.download(new) if new else base_dir)
-    return Trial(seed, base, new, result.to_dict(), stats.to_dict(), click_to_live, changes)
+    changes["traffic"] = change(before, after, day)
+    return Trial(traffic.seed, base, new, result.to_dict(), stats.to_dict(), click_to_live, changes)
 
 
 def restore(settings: Settings, version: str) -> None:
     """Put ``version`` back live (between repeated trials, so each starts from the same base)."""
-    from cluster.artifacts import ArtifactStore
-    from deployments.rollout import rollout
-
     ArtifactStore.from_settings(settings).set_latest(version)
     rollout(settings, version)
     wait_until_serving(settings, version)
 
 
 def repeated_trials(
-    settings: Settings, sessions: int, seed: int, repeats: int, *, concurrency: int = 8
+    settings: Settings, pool: QueryPool, traffic: Traffic, repeats: int
 ) -> list[Trial]:
     """``repeats`` trials with seeds seed, seed+1, ...; each starts from the same live version
     (put back between trials), so their spread is the noise of the whole loop."""
@@ -262,24 +282,29 @@ def repeated_trials(
     for r in range(repeats):
         if r:
             restore(settings, base)
-        trials.append(trial(settings, sessions, seed + r, concurrency=concurrency))
+        trials.append(trial(settings, pool, dataclasses.replace(traffic, seed=traffic.seed + r)))
     return trials
+
+
+SUMMARY_SETS = (
+    ("traffic", "traffic-weighted MRR@10 (held-out next day, live stack)"),
+    ("dev_heldout", "MRR@10"),
+    ("dl19", "nDCG@10"),
+    ("dev_simulated", "MRR@10"),
+)
 
 
 def summary(trials: list[Trial]) -> str:
     """Mean change over trials per set, the per-trial bootstrap intervals and click-to-live."""
     lines = []
-    for name, metric in (
-        ("dev_heldout", "MRR@10"),
-        ("dl19", "nDCG@10"),
-        ("dev_simulated", "MRR@10"),
-    ):
+    for name, metric in SUMMARY_SETS:
         deltas = [t.changes[name]["delta"] for t in trials]
         cis = ", ".join(
             f"[{a:+.4f}, {b:+.4f}]" for a, b in (t.changes[name]["ci95"] for t in trials)
         )
+        befores = ", ".join(f"{t.changes[name]['before']:.4f}" for t in trials)
         lines.append(
-            f"{name} {metric}: before {trials[0].changes[name]['before']:.4f}, "
+            f"{name} {metric}: before {befores}, "
             f"change per seed {', '.join(f'{d:+.4f}' for d in deltas)} "
             f"(mean {sum(deltas) / len(deltas):+.4f}; 95% CIs {cis})"
         )
