@@ -33,12 +33,22 @@ from learning.events import events_from_rows
 from learning.finetune import bm25_miner, fine_tune_from_logs, parent_collection
 from learning.gate import GateDecision, decide
 from learning.splits import untrainable_queries
+from learning.traffic import load_day
+from learning.traffic_gate import memory_priors, traffic_metrics
 from learning.triplets import LogData, TripletConfig, build_log_data
 from training.datasets import load_queries
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 7_355_608_020_261_127  # pg advisory lock id of the learning loop (any constant)
+# What `twotower reinforce --now` prints, live -> candidate: what users will ask next (the
+# held-out day, without and with the click memory), then the never-trained dev half and DL19.
+REPORTED = (
+    ("traffic", "MRR@10"),
+    ("traffic_memory", "MRR@10"),
+    ("dev_heldout", "MRR@10"),
+    ("dl19", "nDCG@10"),
+)
 
 
 @dataclass
@@ -57,6 +67,19 @@ class RunResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def summary(self) -> str:
+        """What a person reads: the outcome, then each reported figure, live -> candidate."""
+        lines = [f"{self.status}: {self.reason}"]
+        live, candidate = self.metrics.get("live", {}), self.metrics.get("candidate", {})
+        for split, metric in REPORTED:
+            before = live.get(split, {}).get(metric)
+            after = candidate.get(split, {}).get(metric)
+            if before is not None and after is not None:
+                lines.append(
+                    f"  {split:<15} {metric:<8} {before:.4f} -> {after:.4f} ({after - before:+.4f})"
+                )
+        return "\n".join(lines)
 
 
 # A function that turns (settings, live version dir, log data, output dir) into a complete
@@ -158,6 +181,7 @@ def _train_and_gate(
         dev_trained = len(load_queries("dev")) - len(untrained_dev(trained))
         live_metrics = evaluate_for_gate(live_dir, data.holdout, trained)
         candidate_metrics = evaluate_for_gate(candidate_dir, data.holdout, trained)
+        _add_traffic(settings, store, live_dir, candidate_dir, live_metrics, candidate_metrics)
         decision = decide(
             live_metrics, candidate_metrics, settings.gate_tolerance, len(data.holdout)
         )
@@ -182,6 +206,17 @@ def _train_and_gate(
     else:
         result.status, result.reason = "rejected", decision.reason
     _finish(logs, result, advance=True)
+
+
+def _add_traffic(settings, store, live_dir, candidate_dir, live: dict, candidate: dict) -> None:
+    """The held-out day's traffic-weighted MRR@10 of both versions, alone and with the click
+    memory as it stands (when a simulation stored a day: `twotower simulate`)."""
+    day = load_day(store)
+    if day is None:
+        return
+    priors = memory_priors(settings) if settings.click_memory_enabled else None
+    live.update(traffic_metrics(live_dir, day, settings, priors))
+    candidate.update(traffic_metrics(candidate_dir, day, settings, priors))
 
 
 def _inherited(store, parent: str | None) -> dict:

@@ -534,6 +534,7 @@ def reinforce(
 
         result = run_once(settings, force=True)
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        typer.echo(result.summary())
         raise typer.Exit(1 if result.status == "failed" else 0)
     if start or stop:
         from learning.scheduler import start_scheduler, stop_scheduler

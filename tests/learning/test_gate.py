@@ -43,6 +43,21 @@ def test_missing_metric_or_negative_tolerance_is_a_clear_error():
         decide(LIVE, LIVE, -0.1, 0)
 
 
+def test_the_held_out_days_traffic_is_gated_when_both_versions_have_it():
+    live = {**LIVE, "traffic": {"MRR@10": 0.50}}
+    worse = {**metrics(0.30, 0.50, 0.40), "traffic": {"MRR@10": 0.45}}
+    decision = decide(live, worse, 0.01, MIN_LOGGED_QUERIES)
+    assert not decision.passed and "traffic MRR@10 -0.0500" in decision.reason
+    better = {**metrics(0.30, 0.50, 0.40), "traffic": {"MRR@10": 0.60}}
+    assert decide(live, better, 0.01, MIN_LOGGED_QUERIES).deltas["traffic/MRR@10"] == 0.1
+
+
+def test_without_a_held_out_day_the_traffic_is_skipped_and_said():
+    decision = decide(LIVE, metrics(0.30, 0.50, 0.40), 0.01, MIN_LOGGED_QUERIES)
+    assert decision.passed and "traffic skipped" in decision.reason
+    assert "traffic/MRR@10" not in decision.deltas
+
+
 def test_paired_bootstrap_interval():
     before = {f"q{i}": 0.0 for i in range(100)}
     after = {f"q{i}": (1.0 if i < 20 else 0.0) for i in range(100)}
