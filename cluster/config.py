@@ -8,6 +8,7 @@ has a default and startup fails loudly if one is missing.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -211,9 +212,12 @@ class Settings(BaseSettings):
     # seconds of a click, on every ingress replica.
     click_memory_enabled: bool = True
     # The memory's share of the blend: (1 - w) x the min-max-normalised score + w x the pull.
-    click_memory_weight: float = Field(default=0.3, ge=0, le=1)
-    # Distinct sessions a (query, document) needs before the memory moves it.
-    click_memory_min_sessions: int = Field(default=3, ge=1)
+    # Weight and minimum sessions were tuned on simulated days never used to report
+    # (experiments/click_memory_grid.py; docs/results/click-memory.md). Two sessions at least:
+    # one session alone, however often it clicks, never moves a result.
+    click_memory_weight: float = Field(default=0.7, ge=0, le=1)
+    # Distinct sessions (of distinct clients) a (query, document) needs before the memory moves it.
+    click_memory_min_sessions: int = Field(default=2, ge=1)
     # Evidence halves with every half-life of age.
     click_memory_half_life_s: float = Field(default=7 * 86400.0, gt=0)
     # The most one session gives one (query, document), either way; a relevance mark is worth
@@ -328,5 +332,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         elif isinstance(value, bool):
             value = "true" if value else "false"
+        elif isinstance(value, list | dict):
+            value = json.dumps(value)  # pydantic-settings reads complex values as JSON
         env[f"TWOTOWER_{name.upper()}"] = str(value)
     return env

@@ -586,6 +586,12 @@ def simulate(
     ),
     concurrency: int = typer.Option(8, "--concurrency", min=1, max=64),
     report: str = typer.Option("", "--report", help="Also write the report as JSON here."),
+    measure: bool = typer.Option(
+        False,
+        "--measure",
+        help="Only measure the live stack on the held-out day the last simulation stored "
+        "(e.g. after `twotower reinforce --now`); no sessions.",
+    ),
 ) -> None:
     """Simulated traffic through the HTTP API: Zipf-popular queries over days, position-biased
     clicks, a few bots; the traffic-weighted MRR@10 of the held-out next day, before and after."""
@@ -598,6 +604,13 @@ def simulate(
     from twotower import simulate as sim
     from twotower.traffic_plan import bot_count
 
+    if measure:
+        settings = get_settings()
+        try:
+            typer.echo(json.dumps(sim.measure_stored(settings, concurrency), indent=2))
+        except LookupError as err:
+            raise typer.BadParameter(str(err), param_hint="--measure") from None
+        return
     if bool(queries) != bool(qrels):
         raise typer.BadParameter("give both or neither", param_hint="--queries/--qrels")
     if mode not in (None, "hybrid", "dense"):

@@ -25,7 +25,14 @@ from cluster.logstore import LogReader
 from deployments.rollout import rollout
 from learning.evaluation import evaluate_per_query
 from learning.job import run_once
-from learning.traffic import QueryPool, TrafficDay, default_pool, per_search, save_day
+from learning.traffic import (
+    QueryPool,
+    TrafficDay,
+    default_pool,
+    load_day,
+    per_search,
+    save_day,
+)
 from training.evaluation.metrics import mean, paired_bootstrap
 from twotower.simulated_users import (
     ClickRefused,
@@ -162,6 +169,16 @@ def simulate(
         },
         "sessions": stats.to_dict(),
     }
+
+
+def measure_stored(settings: Settings, concurrency: int = 8) -> dict:
+    """The live stack's traffic-weighted MRR@10 on the held-out day the last simulation
+    stored: after `twotower reinforce --now`, what the new version and the memory give."""
+    day = load_day(ArtifactStore.from_settings(settings))
+    if day is None:
+        raise LookupError("no held-out day is stored yet: run `twotower simulate` first")
+    measured = measure_day(settings, day, "stored", concurrency)
+    return {"held_out_day": day.meta, "traffic_weighted_mrr10": measured.report()}
 
 
 def _feedback_watermark(settings: Settings) -> int | None:

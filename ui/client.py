@@ -44,9 +44,18 @@ class SearchApi:
     (``RETRIED_ERRORS``); a feedback is not (it would count twice), and no answer is retried,
     4xx or 5xx. A search sent twice may be logged twice, like a search the user repeats."""
 
-    def __init__(self, base_url: str, timeout: float = TIMEOUT_S) -> None:
+    def __init__(
+        self, base_url: str, timeout: float = TIMEOUT_S, client_header: str = "x-real-ip"
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.client_header = client_header
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def _as(self, visitor: str | None) -> dict[str, str]:
+        """The header that names the person behind a request. The website calls the API from
+        its own server, so without it every visitor would count as one client (one vote in
+        the click memory, one bucket of the rate limits)."""
+        return {self.client_header: visitor} if visitor and self.client_header else {}
 
     def _send(self, method: str, path: str, retry: bool, **kwargs: Any) -> httpx.Response:
         try:
@@ -80,24 +89,32 @@ class SearchApi:
             ) from exc
 
     def search(
-        self, query: str, mode: str | None = None, k: int = 10, session_id: str | None = None
+        self,
+        query: str,
+        mode: str | None = None,
+        k: int = 10,
+        session_id: str | None = None,
+        visitor: str | None = None,
     ) -> dict:
         """``mode`` None: the server's default mode (the response says which answered)."""
         body = {"query": query, "k": k} | ({"mode": mode} if mode else {})
         if session_id:
             body["session_id"] = session_id
-        return self._call("POST", "/search", retry=True, json=body)  # idempotent: a read
+        headers = self._as(visitor)  # idempotent (a read), so retried
+        return self._call("POST", "/search", retry=True, json=body, headers=headers)
 
-    def feedback(self, search_id: str, doc_id: str, kind: str) -> dict:
-        return self._call(
-            "POST", "/feedback", json={"search_id": search_id, "doc_id": doc_id, "kind": kind}
-        )
+    def feedback(self, search_id: str, doc_id: str, kind: str, visitor: str | None = None) -> dict:
+        body = {"search_id": search_id, "doc_id": doc_id, "kind": kind}
+        return self._call("POST", "/feedback", json=body, headers=self._as(visitor))
 
     def health(self) -> dict:
         return self._call("GET", "/healthz")
 
     def version(self) -> dict:
         return self._call("GET", "/version")
+
+    def click_memory(self) -> dict:
+        return self._call("GET", "/click-memory")
 
     def versions(self) -> Any:
         return self._call("GET", "/versions")

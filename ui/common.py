@@ -38,7 +38,16 @@ def api() -> SearchApi:
 
 @st.cache_resource(show_spinner=False)
 def _client(base_url: str) -> SearchApi:
-    return SearchApi(base_url)
+    return SearchApi(base_url, client_header=get_settings().client_ip_header)
+
+
+def visitor() -> str | None:
+    """The browser's address: nginx's X-Real-IP when the website sits behind it, else the
+    connection's own (None for a browser on this machine)."""
+    for address in (st.context.headers.get("X-Real-IP"), st.context.ip_address):
+        if isinstance(address, str) and address:  # not in a test run of the page (AppTest)
+            return address
+    return None
 
 
 def prometheus_url() -> str:

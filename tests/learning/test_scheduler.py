@@ -24,12 +24,14 @@ def wait_for_tick(handle, ticks: int, timeout: float = 120) -> dict:
     raise AssertionError(f"no tick #{ticks} within {timeout}s: {status}")
 
 
-def test_settings_survive_the_trip_to_a_child_process(settings):
+def test_settings_survive_the_trip_to_a_child_process(settings, monkeypatch):
     from cluster.config import Settings
 
     env = settings_env(settings)
     assert env["TWOTOWER_POSTGRES_DSN"] == settings.dsn
-    rebuilt = Settings(**{k.removeprefix("TWOTOWER_").lower(): v for k, v in env.items()})
+    for name, value in env.items():  # a child process reads them from its environment
+        monkeypatch.setenv(name, value)
+    rebuilt = Settings(_env_file=None)
     assert rebuilt.model_dump() == settings.model_dump()
 
 

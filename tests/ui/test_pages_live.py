@@ -73,3 +73,5 @@ def test_status_page_shows_the_live_version(pages_use):
     texts = " ".join(m.value for m in at.markdown)
     assert "`v" in texts  # the live version id, e.g. `v20261127-041502-ab12`
     assert len(at.dataframe) >= 1  # recent versions
+    labels = [m.label for m in at.metric]
+    assert "Queries it moves" in labels  # the click memory's reach, from GET /click-memory

@@ -8,7 +8,7 @@ import streamlit as st
 
 from cluster.config import get_settings
 from ui.client import BackendError, BackendUnavailable
-from ui.common import api, apply_style, session_id, widget_key
+from ui.common import api, apply_style, session_id, visitor, widget_key
 from ui.highlight import highlight, snippet
 
 TOP_K = 10
@@ -43,7 +43,9 @@ def corpus_caption() -> str:
 def run_search(query: str, mode: str) -> None:
     st.session_state.pop("search_error", None)
     try:
-        st.session_state.last = api().search(query, mode=mode, k=TOP_K, session_id=session_id())
+        st.session_state.last = api().search(
+            query, mode=mode, k=TOP_K, session_id=session_id(), visitor=visitor()
+        )
         st.session_state.last_query = query
         st.session_state.sent = {}  # (doc_id, kind) already sent for this search
         st.session_state.opened = set()
@@ -60,7 +62,7 @@ def send_feedback(search_id: str, doc_id: str, kind: str) -> None:
     if (doc_id, kind) in st.session_state.sent:
         return
     try:
-        api().feedback(search_id, doc_id, kind)
+        api().feedback(search_id, doc_id, kind, visitor=visitor())
         st.session_state.sent[(doc_id, kind)] = True
     except (BackendUnavailable, BackendError) as exc:
         st.session_state.feedback_error = f"Your feedback was not saved: {exc}"

@@ -1,4 +1,5 @@
-"""The status page: live version and its metrics, recent versions, learning-loop runs, traffic."""
+"""The status page: traffic, the live version and its metrics, recent versions, quality over
+time, the click memory, learning-loop runs."""
 
 from __future__ import annotations
 
@@ -131,6 +132,27 @@ def run_row(run: dict) -> dict:
     return row or flat(run)
 
 
+def show_click_memory() -> None:
+    st.subheader("Click memory")
+    memory = api().click_memory()
+    if not memory.get("enabled"):
+        st.caption("The click memory is off (TWOTOWER_CLICK_MEMORY_ENABLED=false).")
+        return
+    ignored = sum((memory.get("ignored") or {}).values())
+    values = {
+        "Queries it moves": memory.get("queries", 0),
+        "Results it moves": memory.get("documents", 0),
+        "Feedback counted": memory.get("folded", 0),
+        "Feedback ignored": ignored,
+    }
+    for column, (label, value) in zip(st.columns(len(values)), values.items(), strict=True):
+        column.metric(label, f"{value:,}")
+    st.caption(
+        "Clicks and marks of earlier searchers, blended into the ranking of a query asked "
+        "before; ignored: beyond one session's cap, one client's sessions, or never shown."
+    )
+
+
 def show_runs(runs: list[dict]) -> None:
     st.subheader("Learning-loop runs")
     if runs:
@@ -150,6 +172,7 @@ try:
     versions = show_versions()
     runs = rows(api().runs(), "runs")
     show_quality(versions, runs)
+    show_click_memory()
     show_runs(runs)
 except BackendUnavailable as exc:
     st.error(f"**The search service is unavailable right now.** {exc}", icon=":material/cloud_off:")
