@@ -103,6 +103,15 @@ def test_a_small_simulation_reports_before_and_after_and_stores_the_next_day(
     assert set(day.counts) <= set(queries) and report["held_out_day"]["queries"] == len(day.counts)
     assert_the_loop_learns_only_from_people(serving, watermark, stats["clicks"])
 
+    # `--measure` asks the stored day again (the click memory may have folded a last click
+    # since the "after"), with no sessions.
+    again = run("--measure")
+    assert again.returncode == 0, again.stderr
+    measured = json.loads(again.stdout)
+    assert measured["held_out_day"]["seed"] == 3
+    assert measured["traffic_weighted_mrr10"]["versions"] == [base]
+    assert 0 <= measured["traffic_weighted_mrr10"]["mrr10"] <= 1
+
 
 def assert_the_loop_learns_only_from_people(settings, watermark: int, clicks: int) -> None:
     """Measurement searches were logged but clicked nothing; the bot's clicks are dropped."""
