@@ -22,14 +22,9 @@ from training.pipeline import get_profile, with_overrides
 
 
 def corpus_slice(passages: int, lower: bool) -> datasets.Collection:
-    """Every dev-judged passage, then the corpus in order, up to ``passages``."""
-    full = datasets.load_collection()
-    judged = {d for docs in datasets.load_qrels("dev").values() for d in docs}
-    rows = [i for i, d in enumerate(full.ids) if d in judged]
-    rows += [i for i in range(len(full)) if full.ids[i] not in judged][: passages - len(rows)]
-    rows = sorted(rows[:passages])
-    texts = [full.texts[i].lower() if lower else full.texts[i] for i in rows]
-    return datasets.Collection([full.ids[i] for i in rows], texts)
+    collection = datasets.judged_slice(passages)
+    texts = [t.lower() for t in collection.texts] if lower else collection.texts
+    return datasets.Collection(collection.ids, texts)
 
 
 def main() -> None:

@@ -64,6 +64,19 @@ def load_collection(data_dir: Path | None = None) -> Collection:
     return Collection(ids=[r[0] for r in rows], texts=[r[1] for r in rows])
 
 
+def judged_slice(passages: int) -> Collection:
+    """A small corpus on which dev retrieval still means something: every passage judged for
+    a dev query, then the collection in order, up to ``passages`` (the test fixture's version,
+    experiments on small corpora)."""
+    full = load_collection()
+    wanted = {doc_id for docs in load_qrels("dev").values() for doc_id in docs}
+    rows = [i for i, doc_id in enumerate(full.ids) if doc_id in wanted]
+    taken = set(rows)
+    rows += [i for i in range(len(full)) if i not in taken][: max(0, passages - len(rows))]
+    rows = sorted(rows[:passages])
+    return Collection([full.ids[i] for i in rows], [full.texts[i] for i in rows])
+
+
 def read_queries(path: Path) -> dict[str, str]:
     """A TREC-style ``qid<TAB>query`` file (gzipped or not) -> {qid: query}."""
     return {r[0]: r[1] for r in _rows(Path(path))}

@@ -9,7 +9,6 @@ import pytest
 
 from cluster.artifacts import ArtifactStore
 from cluster.corpora.store import CorpusStore
-from tests.fixtures.model import corpus_slice
 from training import datasets
 from training.corpus_pipeline import (
     build_corpus_version,
@@ -39,7 +38,7 @@ def random_mrr10(n: int) -> float:
 @pytest.fixture(scope="module")
 def corpus(settings, tmp_path_factory):
     """A slice of MS MARCO as a user would bring it: JSONL with string ids of their own."""
-    collection = corpus_slice(PASSAGES)
+    collection = datasets.judged_slice(PASSAGES)
     path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
     with path.open("w", encoding="utf-8") as out:
         for pid, text in zip(collection.ids, collection.texts, strict=True):
