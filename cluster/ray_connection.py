@@ -7,6 +7,7 @@ switch is set when the ``cluster`` package is imported (cluster/__init__.py).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -21,6 +22,9 @@ from ray._raylet import AuthenticationTokenLoader, Config
 from cluster.config import Settings
 from cluster.processes import port_in_use
 from cluster.servers import RayHead
+
+log = logging.getLogger(__name__)
+SERVE_START_ATTEMPTS = 3
 
 NAMESPACE = "twotower"
 PROBE_TIMEOUT_S = 2.0  # one TCP connect to the head's GCS port (loopback refuses at once)
@@ -137,7 +141,15 @@ def serve_client(http_options: dict | None = None, *, start: bool = False):
     if start:
         from ray.serve._private.api import serve_start
 
-        return serve_start(http_options=http_options or {})
+        for attempt in range(1, SERVE_START_ATTEMPTS + 1):
+            try:
+                return serve_start(http_options=http_options or {})
+            except (ray.exceptions.ActorDiedError, TimeoutError) as err:
+                # On a starved machine Serve's controller can kill a proxy that misses its
+                # health checks while starting, and starts another: wait for that one.
+                if attempt == SERVE_START_ATTEMPTS:
+                    raise
+                log.warning("Serve's proxy did not come up (%s); waiting for its successor", err)
     from ray.serve.context import _get_global_client
 
     return _get_global_client(raise_if_no_controller_running=False)
