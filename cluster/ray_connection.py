@@ -7,6 +7,7 @@ switch is set when the ``cluster`` package is imported (cluster/__init__.py).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -130,6 +131,32 @@ def use_token_file(token_file: Path) -> None:
     os.environ.update(RayHead.auth_env(token_file))
     Config.initialize("")  # Ray caches its config (and the auth mode) per process
     AuthenticationTokenLoader.instance().reset_cache()
+
+
+def keep_replica_grpc_on_loopback() -> None:
+    """Bind this Serve replica's inter-deployment gRPC server to the node's loopback address
+    when the node is on loopback (the local stack), instead of every interface.
+
+    Private API, and the only switch there is: Serve binds that server to "[::]:0", hard-coded
+    in ray/serve/_private/replica.py, with no setting. Each deployment calls this in its
+    constructor, which runs in the replica before Serve starts the server. On a multi-machine
+    cluster the node's address is not loopback and nothing changes."""
+    from ray.serve._private import replica
+
+    bind = replica.add_port_to_grpc_server
+    if getattr(bind, "loopback_only", False):
+        return
+    node_ip = ray.util.get_node_ip_address()
+    if not ipaddress.ip_address(node_ip).is_loopback:
+        return
+
+    def bind_on_loopback(server, address: str) -> int:
+        if address.startswith("[::]:"):
+            address = f"{node_ip}:{address.removeprefix('[::]:')}"
+        return bind(server, address)
+
+    bind_on_loopback.loopback_only = True
+    replica.add_port_to_grpc_server = bind_on_loopback
 
 
 def serve_client(http_options: dict | None = None, *, start: bool = False):

@@ -20,6 +20,7 @@ from ray import serve
 
 from cluster.config import get_settings
 from cluster.metrics import serving_metrics
+from cluster.ray_connection import keep_replica_grpc_on_loopback
 from deployments.versions import local_copy
 from training.model import PassageEncoder, QueryEncoder
 
@@ -37,6 +38,7 @@ class UnknownVersion(LookupError):
 @serve.deployment(name="QueryEncoder")
 class QueryEncoderDeployment:
     def __init__(self) -> None:
+        keep_replica_grpc_on_loopback()
         torch.set_num_threads(1)  # one core per replica: replicas, not threads, add throughput
         self.settings = get_settings()
         self.encoders: dict[str, QueryEncoder] = {}

@@ -46,6 +46,7 @@ from cluster.corpora.documents import SHIPPED_CORPUS
 from cluster.logstore import FeedbackRecord, LogReader, LogWriter, ResultItem, SearchRecord
 from cluster.logstore.records import client_id
 from cluster.metrics import serving_metrics
+from cluster.ray_connection import keep_replica_grpc_on_loopback
 from deployments.api_models import (
     ERROR_RESPONSES,
     MAX_LIMIT,
@@ -183,6 +184,7 @@ class Shown(NamedTuple):
 @serve.ingress(app)
 class SearchIngress:
     def __init__(self, encoder: DeploymentHandle, shards: list[DeploymentHandle]) -> None:
+        keep_replica_grpc_on_loopback()
         self.settings = get_settings()
         self.encoder = encoder
         self.shards = shards

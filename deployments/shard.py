@@ -29,6 +29,7 @@ from ray.serve.handle import DeploymentHandle
 from cluster.config import get_settings
 from cluster.corpora.document_log import DocumentLog, DocumentOp
 from cluster.metrics import serving_metrics
+from cluster.ray_connection import keep_replica_grpc_on_loopback
 from deployments.live_documents import Overlay
 from deployments.merge import Hit, merge_topk
 from deployments.versions import corpus_of, local_copy
@@ -129,6 +130,7 @@ class LoadedShard:
 @serve.deployment(name="IndexShard")
 class IndexShardDeployment:
     def __init__(self, shard_id: int, encoder: DeploymentHandle) -> None:
+        keep_replica_grpc_on_loopback()
         self.shard_id = shard_id
         self.encoder = encoder
         self.settings = get_settings()

@@ -357,28 +357,36 @@ def test_serve_s_haproxy_files_live_in_the_stack_s_folder_and_go_with_the_head(s
     assert not owned.exists()
 
 
-def test_serve_s_sockets_stay_on_loopback_or_want_the_ray_token(serving):
+def test_serve_s_sockets_stay_on_loopback_and_replicas_want_the_ray_token(serving):
     """Every listening socket of the serving session's processes (Ray, Serve, HAProxy) is on
-    loopback, but for the replicas' inter-deployment gRPC servers: Serve binds those to [::]
-    with no setting for it (ray/serve/_private/replica.py). Ray's token interceptor guards
-    them instead, which is checked here: a call without the token is refused."""
+    loopback, the replicas' inter-deployment gRPC servers too (Serve binds them to [::]
+    unless told otherwise: cluster.ray_connection.keep_replica_grpc_on_loopback). Ray's token
+    interceptor guards those as well: each replica has a port that refuses a call without it."""
     from deployments.serve_control import serve_details
 
     ours = [ProcessRef(p.pid, p.create_time()) for p in psutil.Process().children(recursive=True)]
     sockets = listening(ours)
     print("listening:", *(f"{ip}:{port} {name}" for ip, port, name in sockets), sep="\n  ")
-    outside = [s for s in sockets if not loopback(s[0])]
+    assert sockets and [s for s in sockets if not loopback(s[0])] == []
     replicas = [
         replica["pid"]
         for app in serve_details()["applications"].values()
         for deployment in app["deployments"].values()
         for replica in deployment["replicas"]
     ]
-    replica_ports = {port for ip, port, _ in listening([ProcessRef.of(pid) for pid in replicas])}
-    assert outside and {port for _, port, _ in outside} <= replica_ports
-    for _, port, _ in outside:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_unary("/ray.serve.ASGIService/HandleRequest")
-            with pytest.raises(grpc.RpcError) as refused:
-                call(b"", timeout=30)
-            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, port
+    assert replicas
+    for pid in replicas:
+        codes = {grpc_code(ip, port) for ip, port, _ in listening([ProcessRef.of(pid)])}
+        assert grpc.StatusCode.UNAUTHENTICATED in codes, (pid, codes)
+
+
+def grpc_code(ip: str, port: int) -> grpc.StatusCode | None:
+    """What a Serve inter-deployment call without Ray's token gets from ip:port."""
+    host = ip.removeprefix("::ffff:")
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        call = channel.unary_unary("/ray.serve.ASGIService/HandleRequest")
+        try:
+            call(b"", timeout=10)
+        except grpc.RpcError as err:
+            return err.code()
+    return None
