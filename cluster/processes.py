@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -115,21 +116,37 @@ def reap_children() -> None:
         pass
 
 
+# Ports picked for servers we start come from a band the OS never hands out by itself: below
+# its ephemeral range (where every bind to port 0 and every outgoing connection lands) and
+# above Ray's worker ports (10002-19999 by default); Serve's direct-ingress ports start at
+# 30000. A port checked free here cannot then be taken by some process's random bind before
+# our server binds it.
+PICKED_PORTS = range(20000, 30000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on `host` (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port that is free right now on `host`, from ``PICKED_PORTS``."""
+    return free_ports(1, host)[0]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct free ports (all held open together while picking, so no repeats)."""
-    socks = []
+    """`count` distinct free ports from ``PICKED_PORTS`` (all held open together while
+    picking, so no repeats)."""
+    rng = random.SystemRandom()
+    socks: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for _ in range(count * 200):
+            if len(socks) == count:
+                break
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
+            try:
+                sock.bind((host, rng.choice(PICKED_PORTS)))
+            except OSError:  # taken
+                sock.close()
+                continue
             socks.append(sock)
+        if len(socks) < count:
+            raise OSError(f"no {count} free ports in {PICKED_PORTS} on {host}")
         return [s.getsockname()[1] for s in socks]
     finally:
         for sock in socks:
