@@ -37,6 +37,7 @@ CODE_FILES = (
     "cluster/metrics.py",
     "cluster/processes.py",
     "cluster/ray_connection.py",
+    "cluster/servers.py",
     "training/__init__.py",
     "training/fusion.py",
     "training/index.py",
