@@ -137,7 +137,8 @@ class ArtifactStore:
                 raise
 
     # ------------------------------------------------------------------ small S3 helpers
-    def _get_bytes(self, key: str) -> bytes | None:
+    def get_bytes(self, key: str) -> bytes | None:
+        """The object at ``key`` in the bucket, None if there is none."""
         try:
             response = self.client.get_object(self.bucket, key)
         except S3Error as err:
@@ -150,7 +151,8 @@ class ArtifactStore:
             response.close()
             response.release_conn()
 
-    def _put_json(self, key: str, payload: dict) -> None:
+    def put_json(self, key: str, payload: dict) -> None:
+        """One small JSON object at ``key`` (pointers, manifests, the held-out traffic day)."""
         data = json.dumps(payload, indent=2, sort_keys=True).encode()
         self.client.put_object(
             self.bucket, key, io.BytesIO(data), len(data), content_type="application/json"
@@ -216,7 +218,7 @@ class ArtifactStore:
         )
         if self._exists(self._manifest_key(version)):  # a concurrent publisher won the race
             raise VersionExists(f"version {version!r} was completed by another publisher")
-        self._put_json(self._manifest_key(version), manifest.model_dump(mode="json"))
+        self.put_json(self._manifest_key(version), manifest.model_dump(mode="json"))
         return manifest
 
     @staticmethod
@@ -233,7 +235,7 @@ class ArtifactStore:
 
     # ------------------------------------------------------------------ the LATEST pointer
     def _pointer(self) -> dict:
-        raw = self._get_bytes(LATEST_KEY)
+        raw = self.get_bytes(LATEST_KEY)
         return json.loads(raw) if raw else {"version": None, "history": []}
 
     def latest(self) -> str | None:
@@ -256,7 +258,7 @@ class ArtifactStore:
             return
         older = [pointer["version"], *pointer["history"]] if pointer["version"] else []
         history = [v for v in older if v != version][:HISTORY_LIMIT]
-        self._put_json(LATEST_KEY, {"version": version, "history": history})
+        self.put_json(LATEST_KEY, {"version": version, "history": history})
 
     def rollback(self, to: str | None = None) -> str:
         """Go back to the previous live version (or to `to`); returns the new live version."""
@@ -274,7 +276,7 @@ class ArtifactStore:
                 rest = history[history.index(to) + 1 :]
             else:
                 rest = [v for v in [current, *history] if v and v != to]
-        self._put_json(LATEST_KEY, {"version": to, "history": rest[:HISTORY_LIMIT]})
+        self.put_json(LATEST_KEY, {"version": to, "history": rest[:HISTORY_LIMIT]})
         return to
 
     # ------------------------------------------------------------------ reading
@@ -297,7 +299,7 @@ class ArtifactStore:
         return [v for _, _, v in sorted((t, created.get(v, ""), v) for t, v in found)]
 
     def manifest(self, version: str) -> Manifest:
-        raw = self._get_bytes(self._manifest_key(_check_version(version)))
+        raw = self.get_bytes(self._manifest_key(_check_version(version)))
         if raw is None:
             raise VersionNotFound(f"version {version!r} does not exist (no manifest)")
         return Manifest.model_validate_json(raw)

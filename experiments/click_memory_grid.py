@@ -22,8 +22,8 @@ from pathlib import Path
 
 from cluster.config import get_settings
 from cluster.logstore.click_prior import ClickEvent, PriorParams, build_priors
-from deployments.click_memory import rerank
 from learning.traffic import default_pool, traffic_weighted_mrr
+from learning.traffic_gate import blended_ranking
 from training.bm25 import BM25Index
 from training.evaluation.runs import dense_run, hybrid_run
 from training.text import query_key
@@ -76,21 +76,16 @@ def grid(version_dir: Path, seeds: list[int], sessions: int) -> dict:
         day = held_out_day(plan, pool)
         priors = build_priors(day_events(plan, pool, hits, model), params)
         alone = {q: [d for _, d, _ in hits[q][:10]] for q in day.queries}
+
+        def prior_of(query: str, priors=priors) -> dict:
+            return priors.get(query_key(query), {})
+
         scores.setdefault(("none", 0), []).append(traffic_weighted_mrr(alone, day))
         for weight, least in itertools.product(WEIGHTS, MIN_SESSIONS):
-            ranked = {
-                q: [
-                    r.doc_id
-                    for r in rerank(
-                        hits[q],
-                        priors.get(query_key(day.queries[q]), {}),
-                        weight,
-                        least,
-                        settings.click_memory_scale,
-                    )[:10]
-                ]  # fmt: skip
-                for q in day.queries
-            }
+            ranked = blended_ranking(
+                hits, day, prior_of, weight, least,
+                settings.click_memory_scale,
+            )  # fmt: skip
             scores.setdefault((weight, least), []).append(traffic_weighted_mrr(ranked, day))
     return scores
 

@@ -224,11 +224,11 @@ def traffic_weighted_mrr(ranking: Mapping[str, Sequence[str]], day: TrafficDay) 
 # --------------------------------------------------------------------------- storage
 def save_day(store: ArtifactStore, day: TrafficDay, key: str = LATEST_KEY) -> str:
     """Store ``day`` as JSON in the artifact store (one small PUT); returns its key."""
-    store._put_json(key, day.to_json())
+    store.put_json(key, day.to_json())
     return key
 
 
 def load_day(store: ArtifactStore, key: str = LATEST_KEY) -> TrafficDay | None:
     """The day stored under ``key``, or None if nothing was stored there yet."""
-    raw = store._get_bytes(key)
+    raw = store.get_bytes(key)
     return None if raw is None else TrafficDay.from_json(json.loads(raw))

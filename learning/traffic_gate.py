@@ -17,6 +17,7 @@ from cluster.config import Settings
 from cluster.logstore.click_memory import ClickMemoryCache, ClickMemoryStore
 from cluster.logstore.click_prior import Prior
 from deployments.click_memory import rerank
+from deployments.merge import Hit
 from learning.traffic import TrafficDay, traffic_weighted_mrr
 from training.evaluation.runs import dense_search
 from training.text import query_key
@@ -49,18 +50,25 @@ def traffic_metrics(
     alone = {qid: [d for _, d, _ in row[:K]] for qid, row in hits.items()}
     out = {"traffic": {"MRR@10": round(traffic_weighted_mrr(alone, day), 6)}}
     if priors is not None:
-        blended = {
-            qid: [
-                r.doc_id
-                for r in rerank(
-                    row,
-                    priors(day.queries[qid]),
-                    settings.click_memory_weight,
-                    settings.click_memory_min_sessions,
-                    settings.click_memory_scale,
-                )[:K]
-            ]
-            for qid, row in hits.items()
-        }
+        blended = blended_ranking(
+            hits, day, priors, settings.click_memory_weight, settings.click_memory_min_sessions,
+            settings.click_memory_scale,
+        )  # fmt: skip
         out["traffic_memory"] = {"MRR@10": round(traffic_weighted_mrr(blended, day), 6)}
     return out
+
+
+def blended_ranking(
+    hits: Mapping[str, list[Hit]],
+    day: TrafficDay,
+    priors: Priors,
+    weight: float,
+    min_sessions: int,
+    scale: float,
+) -> dict[str, list[str]]:
+    """qid -> the top K document ids of each of the day's queries, after serving's blend of
+    ``priors`` into ``hits`` (qid -> candidates, best first)."""
+    return {
+        qid: [r.doc_id for r in rerank(hits[qid], priors(query), weight, min_sessions, scale)[:K]]
+        for qid, query in day.queries.items()
+    }

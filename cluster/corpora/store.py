@@ -259,7 +259,7 @@ class CorpusStore:
         what was written, so a failed import leaves nothing behind."""
         name, snapshot = report.name, self.new_snapshot_id()
         prefix = f"{PREFIX}{name}/{snapshot}/"
-        previous = self.objects._get_bytes(self._latest_key(name))
+        previous = self.objects.get_bytes(self._latest_key(name))
         entry = FileEntry(sha256=sha256_file(local), size=local.stat().st_size)
         manifest: dict[str, Any] = {
             "name": name,
@@ -279,8 +279,8 @@ class CorpusStore:
             self.client.fput_object(
                 self.bucket, prefix + DOCUMENTS, str(local), content_type="application/gzip"
             )
-            self.objects._put_json(prefix + MANIFEST, manifest)
-            self.objects._put_json(self._latest_key(name), {"snapshot": snapshot})
+            self.objects.put_json(prefix + MANIFEST, manifest)
+            self.objects.put_json(self._latest_key(name), {"snapshot": snapshot})
         except BaseException as err:
             try:
                 self._undo(name, snapshot, previous)
@@ -296,7 +296,7 @@ class CorpusStore:
             if previous is None:
                 self.client.remove_object(self.bucket, key)
             else:
-                self.objects._put_json(key, _json(previous))
+                self.objects.put_json(key, _json(previous))
         prefix = f"{PREFIX}{name}/{snapshot}/"
         for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
             self.client.remove_object(self.bucket, obj.object_name)
@@ -308,7 +308,7 @@ class CorpusStore:
 
     def latest(self, name: str) -> str | None:
         """The newest imported snapshot of `name`, None if there is no such corpus."""
-        raw = self.objects._get_bytes(self._latest_key(name))
+        raw = self.objects.get_bytes(self._latest_key(name))
         return _json(raw)["snapshot"] if raw else None
 
     def names(self) -> list[str]:
@@ -348,7 +348,7 @@ class CorpusStore:
     def manifest(self, name: str, snapshot: str | None = None) -> dict[str, Any]:
         """The manifest of `snapshot` (default: LATEST) of `name`."""
         snapshot = self._resolve(name, snapshot)
-        raw = self.objects._get_bytes(f"{PREFIX}{check_name(name)}/{snapshot}/{MANIFEST}")
+        raw = self.objects.get_bytes(f"{PREFIX}{check_name(name)}/{snapshot}/{MANIFEST}")
         if raw is None:
             raise CorpusNotFound(f"corpus {name!r} has no snapshot {snapshot!r}")
         return _json(raw)
@@ -405,7 +405,7 @@ class CorpusStore:
     def derived(self, name: str, snapshot: str, key: str) -> bytes | None:
         """A cache computed from the snapshot (None if not computed yet). The snapshot's
         documents never change, so what was computed from them stays true."""
-        return self.objects._get_bytes(self._derived_key(name, snapshot, key))
+        return self.objects.get_bytes(self._derived_key(name, snapshot, key))
 
     def put_derived(self, name: str, snapshot: str, key: str, data: bytes) -> None:
         self.client.put_object(
