@@ -1,6 +1,6 @@
 """Small process and network helpers shared by the local stack and the test fixtures.
 
-Processes are always identified by PID plus creation time, so a recycled PID is never mistaken
+Processes are always identified by PID plus start time, so a recycled PID is never mistaken
 for one of ours, and they are only ever stopped by that identity (never by name).
 """
 
@@ -22,22 +22,36 @@ from pathlib import Path
 import psutil
 
 
+def started(proc: psutil.Process) -> float:
+    """When `proc` started, in seconds since boot on Linux: wall-clock creation times move
+    whenever the clock is stepped or slewed (psutil adds the boot time, which the kernel
+    recomputes from the clock), and a moved time would make a live server look gone."""
+    try:
+        with open(f"/proc/{proc.pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:  # no procfs (macOS): the wall-clock time is all there is
+        return proc.create_time()
+    fields = stat[stat.rindex(b")") + 2 :].split()  # the name, in (), may hold spaces
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks
+
+
 @dataclass(frozen=True)
 class ProcessRef:
     """A process we started: its PID and its start time (guards against PID reuse)."""
 
     pid: int
-    create_time: float
+    started: float
 
     @classmethod
-    def of(cls, pid: int) -> ProcessRef:
-        return cls(pid, psutil.Process(pid).create_time())
+    def of(cls, proc: int | psutil.Process) -> ProcessRef:
+        proc = proc if isinstance(proc, psutil.Process) else psutil.Process(proc)
+        return cls(proc.pid, started(proc))
 
     def process(self) -> psutil.Process | None:
         """The live process, or None if it has exited (or the PID now belongs to another)."""
         try:
             proc = psutil.Process(self.pid)
-            if abs(proc.create_time() - self.create_time) > 0.5:
+            if abs(started(proc) - self.started) > 0.5:
                 return None
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
@@ -49,11 +63,13 @@ class ProcessRef:
         return self.process() is not None
 
     def to_json(self) -> dict:
-        return {"pid": self.pid, "create_time": self.create_time}
+        return {"pid": self.pid, "started": self.started}
 
     @classmethod
     def from_json(cls, data: dict) -> ProcessRef:
-        return cls(int(data["pid"]), float(data["create_time"]))
+        if "started" not in data:  # recorded by an older version, as a wall-clock time
+            return cls(int(data["pid"]), float(data["create_time"]) - psutil.boot_time())
+        return cls(int(data["pid"]), float(data["started"]))
 
 
 def terminate(refs: Iterable[ProcessRef], timeout: float = 15.0, sig=signal.SIGTERM) -> None:

@@ -589,14 +589,14 @@ class RayHead:
         me = psutil.Process()
         ourselves = {me.pid, *(p.pid for p in me.parents())}  # our own cmdline may name it too
         found: dict[int, ProcessRef] = {}
-        for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+        for proc in psutil.process_iter(["pid", "cmdline"]):
             cmdline = proc.info["cmdline"] or []
             named = any(marker in part for part in cmdline for marker in markers)
             if proc.info["pid"] in ourselves or not named:
                 continue
             try:
                 family = [proc, *proc.children(recursive=True)]
-                found.update({p.pid: ProcessRef(p.pid, p.create_time()) for p in family})
+                found.update({p.pid: ProcessRef.of(p) for p in family})
             except psutil.Error:
                 continue
         return list(found.values())

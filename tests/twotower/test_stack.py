@@ -75,7 +75,7 @@ def stack_family(state_dir: Path) -> list[ProcessRef]:
     family = {}
     for root in filter(None, roots):
         for proc in [root, *root.children(recursive=True)]:
-            family[proc.pid] = ProcessRef(proc.pid, proc.create_time())
+            family[proc.pid] = ProcessRef.of(proc)
     return list(family.values())
 
 
@@ -364,7 +364,7 @@ def test_serve_s_sockets_stay_on_loopback_and_replicas_want_the_ray_token(servin
     interceptor guards those as well: each replica has a port that refuses a call without it."""
     from deployments.serve_control import serve_details
 
-    ours = [ProcessRef(p.pid, p.create_time()) for p in psutil.Process().children(recursive=True)]
+    ours = [ProcessRef.of(p) for p in psutil.Process().children(recursive=True)]
     sockets = listening(ours)
     print("listening:", *(f"{ip}:{port} {name}" for ip, port, name in sockets), sep="\n  ")
     assert sockets and [s for s in sockets if not loopback(s[0])] == []
