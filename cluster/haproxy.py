@@ -22,8 +22,13 @@ opened is replayed) and ``RAY_SERVE_HAPROXY_RETRIES`` (default unset: HAProxy's 
 ``ray/serve/_private/constants.py``. The stack adds ``empty-response``, so a request whose
 ingress replica was killed before answering is replayed on the other one instead of failing,
 with five tries: ``leastconn`` keeps choosing the dead replica, which holds no connections,
-until Serve's ``observe`` marks it down after three errors. The price: a request the replica
-had already acted on may run twice (a search logged twice, rarely a feedback event).
+until Serve's ``observe`` marks it down after three errors. HAProxy can replay only a request
+it holds whole, and a client may send the body after the headers (httpx does): then HAProxy
+forwards the body as it comes, and the request can no longer be replayed; it ends as a 502 or
+a connection closed unanswered. ``option http-buffer-request`` (added to ``defaults``) makes
+it wait for the whole body before it picks a replica, so every request is replayable. The
+price: a request the replica had already acted on may run twice (a search logged twice,
+rarely a feedback event).
 
 Serve keeps HAProxy's configuration, sockets and server state in ``/tmp/haproxy-serve/<node
 id>/`` and never removes them, so every Ray start left one more folder there. The stack points
@@ -56,14 +61,16 @@ fi
 exec {binary} "$@"
 """
 
-# Wildcard binds to the host; the admin socket to 600; in `defaults`, Serve's client, server and
-# header timeouts replaced by ours (Serve renders no per-backend ones).
+# Wildcard binds to the host; the admin socket to 600; in `defaults`, whole requests buffered
+# (so they can be replayed) and Serve's client, server and header timeouts replaced by ours
+# (Serve renders no per-backend ones).
 REWRITE = """s/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1{host}:\\2/
 s/^([[:space:]]*stats socket .* mode )666/\\1600/
 /^defaults/,/^[^[:space:]]/{{
     /^[[:space:]]*timeout (client|server|http-request)[[:space:]]/d
 }}
 /^defaults/a\\
+    option http-buffer-request\\
     timeout http-request {http_request}s\\
     timeout client {client}s\\
     timeout server {server}s

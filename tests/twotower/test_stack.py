@@ -264,7 +264,8 @@ def test_serve_haproxy_switches_and_its_wrapper_locks_serve_s_config_down(tmp_pa
     """With serve_haproxy, Serve runs our wrapper, which moves the wildcard binds of Serve's
     HAProxy template (stats page, Prometheus endpoint) to the stack's host, makes the admin
     socket 600, closes the folder and the sockets already in it (Serve's metrics socket), and
-    gives `defaults` the timeouts of the settings. The wrapper is run for real here, with
+    gives `defaults` whole-request buffering (what makes a request replayable when its
+    replica dies) and the timeouts of the settings. The wrapper is run for real here, with
     /bin/echo standing in for HAProxy: no test may open ports on every interface, which is
     what the real binary would do with the unrewritten file."""
     from cluster.haproxy import haproxy_env, serve_files_dir, write_wrapper
@@ -299,6 +300,8 @@ def test_serve_haproxy_switches_and_its_wrapper_locks_serve_s_config_down(tmp_pa
             "127.0.0.1:19101", "127.0.0.1:8000", "127.0.0.1:18404"
         ]  # fmt: skip
         assert "mode 600 level admin" in config.read_text()
+        defaults = config.read_text().split("\ndefaults\n", 1)[1].split("\nfrontend", 1)[0]
+        assert "    option http-buffer-request\n" in defaults
         assert defaults_timeouts(config.read_text()) == {
             "connect": "5s", "client": "61s", "server": "41s", "http-request": "11s",
             "http-keep-alive": "5s",
