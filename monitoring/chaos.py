@@ -156,19 +156,13 @@ class Load:
 
 
 def _post(client: httpx.Client, path: str, body: dict) -> dict | None:
-    """The JSON of a 200 answer, else None. A request closed before any answer came back
-    (its ingress replica died holding it) is sent once more, as a browser would."""
-    for attempt in (1, 2):
-        try:
-            response = client.post(path, json=body)
-        except httpx.RemoteProtocolError as err:
-            if attempt == 2 or "without sending a response" not in str(err):
-                return None
-            continue
-        except httpx.HTTPError:
-            return None
-        return response.json() if response.status_code == 200 else None
-    return None
+    """The JSON of a 200 answer, else None. Sent once: HAProxy itself replays a request
+    whose ingress replica died holding it (cluster/haproxy.py), so a client never has to."""
+    try:
+        response = client.post(path, json=body)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
 
 
 # --------------------------------------------------------------------------- counting
