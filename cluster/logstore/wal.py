@@ -80,10 +80,16 @@ class WriteAheadLog:
         self.max_bytes = max_bytes
         self.fsync = fsync
         self.segment_bytes = segment_bytes
-        self.folder = self.root / f"w-{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}"
-        self.folder.mkdir()
-        self._owner = open(self.folder / OWNER_LOCK, "ab")
+        name = f"w-{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}"
+        # Made under a name the drainer does not list, and renamed (atomically) once its lock
+        # is held: a drainer that saw the folder before its lock would take it for a dead
+        # writer's empty stream and remove it, and every record would then be dropped.
+        making = self.root / f".{name}"
+        making.mkdir()
+        self._owner = open(making / OWNER_LOCK, "ab")
         fcntl.flock(self._owner.fileno(), fcntl.LOCK_EX)
+        self.folder = self.root / name
+        os.rename(making, self.folder)
         fsync_dir(self.root)
         self.appended = 0  # records this process put on disk
         self.dropped = 0  # records refused because the folder was full
